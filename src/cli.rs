@@ -1,0 +1,225 @@
+//! The command line: `serve`, `migrate` and `user create`.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use diesel::Connection;
+use diesel::pg::PgConnection;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::accounts::{self, Email};
+use crate::auth::{Role, password};
+use crate::config::{DatabaseUrl, Settings};
+use crate::crypto::{Crypto, Kek};
+use crate::db::embedded::{ClusterOptions, EmbeddedCluster};
+use crate::startup::{Application, BuildOptions};
+
+/// Carewire: a real-time backend for healthcare scheduling and telemedicine.
+///
+/// Settings come from environment variables (DATABASE_URL, CAREWIRE_*) and an
+/// optional TOML file; see the README for the full list. Without DATABASE_URL,
+/// Carewire runs a private PostgreSQL cluster in CAREWIRE_DATA_DIR/pg.
+#[derive(Debug, Parser)]
+#[command(name = "carewire", version, about, long_about)]
+pub struct Cli {
+    /// TOML configuration file (keys are the setting names in lower case without
+    /// the CAREWIRE_ prefix). Environment variables override it.
+    #[arg(long, global = true, value_name = "FILE", env = "CAREWIRE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: apply pending migrations, then serve HTTP on CAREWIRE_LISTEN
+    /// (default 127.0.0.1:8080) until SIGINT or SIGTERM.
+    Serve,
+    /// Apply pending database migrations, then exit.
+    Migrate,
+    /// Manage accounts without the API (for example, the first admin).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a provider or admin account. The password is read from a prompt, or
+    /// from the first line of standard input when it is not a terminal; never from
+    /// the command line, where other users could see it.
+    Create {
+        /// The account's email (its sign-in name).
+        #[arg(long)]
+        email: String,
+        /// What the account may do.
+        #[arg(long, value_enum)]
+        role: CliRole,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CliRole {
+    Provider,
+    Admin,
+}
+
+impl From<CliRole> for Role {
+    fn from(role: CliRole) -> Role {
+        match role {
+            CliRole::Provider => Role::Provider,
+            CliRole::Admin => Role::Admin,
+        }
+    }
+}
+
+/// Runs a command to completion.
+pub async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
+    let cluster = resolve_database(&mut settings).await?;
+    let result = match command {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => migrate(settings).await,
+        Command::User(UserCommand::Create { email, role }) => {
+            create_user(settings, &email, role.into()).await
+        }
+    };
+    if let Some(mut cluster) = cluster {
+        let stopped = tokio::task::spawn_blocking(move || cluster.stop()).await;
+        if let Ok(Err(e)) = stopped {
+            tracing::warn!(error = %e, "stopping the embedded PostgreSQL cluster failed");
+        }
+    }
+    result
+}
+
+/// Starts the embedded cluster when no DATABASE_URL is set, and says once which
+/// database is used.
+async fn resolve_database(settings: &mut Settings) -> anyhow::Result<Option<EmbeddedCluster>> {
+    if let Some(url) = &settings.database.url {
+        tracing::info!(database = %url.redacted(), "using the database from DATABASE_URL");
+        return Ok(None);
+    }
+    let pgdata = settings.data_dir.join("pg");
+    let options = ClusterOptions {
+        bin_dir: settings.database.pg_bin_dir.clone(),
+        ..ClusterOptions::default()
+    };
+    let cluster = tokio::task::spawn_blocking(move || {
+        let cluster = EmbeddedCluster::start(&pgdata, options)?;
+        cluster.ensure_database("carewire")?;
+        Ok::<_, anyhow::Error>(cluster)
+    })
+    .await??;
+    tracing::info!(
+        folder = %cluster.pgdata().display(),
+        database = "carewire",
+        started_now = cluster.started_here(),
+        "using the embedded PostgreSQL cluster (Unix socket only; set DATABASE_URL to use another server)"
+    );
+    settings.database.url = Some(DatabaseUrl::new(cluster.database_url("carewire")));
+    Ok(Some(cluster))
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings, BuildOptions::default()).await?;
+    app.run_until(shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+fn connect(settings: &Settings) -> anyhow::Result<PgConnection> {
+    let url = settings.database.url.as_ref().context("no database configured")?;
+    PgConnection::establish(url.expose()).with_context(|| format!("cannot connect to {}", url.redacted()))
+}
+
+#[expect(clippy::print_stdout, reason = "command-line output")]
+async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    let applied = tokio::task::spawn_blocking(move || {
+        let mut conn = connect(&settings)?;
+        crate::db::run_migrations(&mut conn)
+    })
+    .await??;
+    if applied.is_empty() {
+        println!("The database is up to date.");
+    } else {
+        for version in &applied {
+            println!("applied {version}");
+        }
+        println!("Applied {} migration(s).", applied.len());
+    }
+    Ok(())
+}
+
+#[expect(clippy::print_stdout, reason = "command-line output")]
+async fn create_user(settings: Settings, email: &str, role: Role) -> anyhow::Result<()> {
+    let email = Email::parse(email).map_err(|_| anyhow::anyhow!("--email is not a valid email address"))?;
+    let password = read_password()?;
+    let hints: Vec<String> = email.password_hints().into_iter().map(str::to_owned).collect();
+    let (kek, _) = Kek::from_settings(&settings)?;
+    let account_id = tokio::task::spawn_blocking(move || -> anyhow::Result<uuid::Uuid> {
+        let hints: Vec<&str> = hints.iter().map(String::as_str).collect();
+        password::check_policy(&password, &hints)
+            .map_err(|e| anyhow::anyhow!("the password {}", reason_of(&e)))?;
+        let hash = password::hash(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut conn = connect(&settings)?;
+        crate::db::run_migrations(&mut conn)?;
+        let crypto = Crypto::load_or_init(&mut conn, &kek)?;
+        let account = accounts::create(&mut conn, &crypto, &email, role, hash).map_err(|e| match e {
+            crate::Error::Conflict { .. } => anyhow::anyhow!("an account with this email already exists"),
+            other => anyhow::anyhow!("{other}"),
+        })?;
+        Ok(account.id)
+    })
+    .await??;
+    println!("Created {role} account {account_id}.");
+    Ok(())
+}
+
+fn reason_of(err: &crate::Error) -> String {
+    match err {
+        crate::Error::Validation { reason, .. } => reason.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Reads the new password from a prompt (typed twice) or from standard input.
+fn read_password() -> anyhow::Result<SecretString> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        let first = SecretString::from(rpassword::prompt_password("Password: ")?);
+        let second = SecretString::from(rpassword::prompt_password("Repeat the password: ")?);
+        anyhow::ensure!(
+            first.expose_secret() == second.expose_secret(),
+            "the two passwords differ"
+        );
+        Ok(first)
+    } else {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        let password = line.trim_end_matches(['\n', '\r']).to_owned();
+        line.clear();
+        anyhow::ensure!(!password.is_empty(), "no password on standard input");
+        Ok(SecretString::from(password))
+    }
+}

@@ -1,0 +1,661 @@
+//! Settings: read once at start-up from environment variables and an optional TOML
+//! file, parsed into types that cannot be wrong, and validated before anything starts.
+//!
+//! Every setting has one environment name (`CAREWIRE_*`, or `DATABASE_URL`) and one
+//! TOML key (the same name, lower case, without the `CAREWIRE_` prefix). The
+//! environment wins over the file. An unknown key in the file is an error, so a typo
+//! never silently falls back to a default. Errors name the setting and where its
+//! value came from; secret values are never echoed, and `Debug` prints them as
+//! `[redacted]`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+
+/// One known setting.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingDef {
+    /// The environment variable.
+    pub env: &'static str,
+    /// Its value is a secret: never echoed in errors or logs.
+    pub secret: bool,
+}
+
+impl SettingDef {
+    /// The TOML key: the environment name in lower case, without `CAREWIRE_`.
+    pub fn key(&self) -> String {
+        self.env.trim_start_matches("CAREWIRE_").to_ascii_lowercase()
+    }
+}
+
+const fn plain(env: &'static str) -> SettingDef {
+    SettingDef { env, secret: false }
+}
+
+const fn secret(env: &'static str) -> SettingDef {
+    SettingDef { env, secret: true }
+}
+
+/// Every setting Carewire reads. The README's configuration table documents each one
+/// (a unit test keeps the two in step).
+pub const SETTINGS: &[SettingDef] = &[
+    plain("CAREWIRE_ENVIRONMENT"),
+    plain("CAREWIRE_LISTEN"),
+    plain("CAREWIRE_DATA_DIR"),
+    plain("CAREWIRE_PG_BIN_DIR"),
+    secret("DATABASE_URL"),
+    plain("CAREWIRE_DB_POOL_SIZE"),
+    plain("CAREWIRE_DB_ACQUIRE_TIMEOUT_MS"),
+    plain("CAREWIRE_DB_STATEMENT_TIMEOUT_MS"),
+    plain("CAREWIRE_LOG"),
+    plain("CAREWIRE_LOG_FORMAT"),
+    plain("CAREWIRE_BODY_LIMIT_BYTES"),
+    plain("CAREWIRE_CORS_ORIGINS"),
+    plain("CAREWIRE_HSTS_MAX_AGE_SECS"),
+    plain("CAREWIRE_TRUST_FORWARDED_FOR"),
+    plain("CAREWIRE_SHUTDOWN_GRACE_SECS"),
+    secret("CAREWIRE_JWT_SECRET"),
+    plain("CAREWIRE_JWT_ISSUER"),
+    plain("CAREWIRE_JWT_AUDIENCE"),
+    plain("CAREWIRE_ACCESS_TOKEN_TTL_SECS"),
+    plain("CAREWIRE_REFRESH_TOKEN_TTL_SECS"),
+    plain("CAREWIRE_SESSION_CHECK_TTL_MS"),
+    plain("CAREWIRE_LOGIN_MAX_PER_ACCOUNT"),
+    plain("CAREWIRE_LOGIN_MAX_PER_IP"),
+    plain("CAREWIRE_LOGIN_WINDOW_SECS"),
+    secret("CAREWIRE_KEK"),
+    plain("CAREWIRE_KEK_FILE"),
+];
+
+/// The environment variable that names the optional TOML file.
+pub const CONFIG_FILE_ENV: &str = "CAREWIRE_CONFIG";
+
+/// A setting that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid setting {setting} ({origin}): {message}")]
+    Invalid {
+        setting: &'static str,
+        origin: Origin,
+        message: String,
+    },
+    #[error("{setting} is required when CAREWIRE_ENVIRONMENT=production: {hint}")]
+    RequiredInProduction {
+        setting: &'static str,
+        hint: &'static str,
+    },
+    #[error("cannot read the configuration file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("unknown setting `{key}` in the configuration file {path}")]
+    UnknownKey { key: String, path: PathBuf },
+}
+
+/// Where a value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Environment,
+    File(PathBuf),
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Environment => f.write_str("from the environment"),
+            Origin::File(path) => write!(f, "from {}", path.display()),
+            Origin::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// Whether this is a development machine or a real deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    /// Missing secrets are generated into the data folder, with a loud warning.
+    Development,
+    /// Missing secrets are an error.
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// All settings, typed and validated.
+#[derive(Debug)]
+pub struct Settings {
+    pub environment: Environment,
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Folder for the embedded database and development secrets.
+    pub data_dir: PathBuf,
+    pub database: DatabaseSettings,
+    pub http: HttpSettings,
+    pub log: LogSettings,
+    pub auth: AuthSettings,
+    pub crypto: CryptoSettings,
+}
+
+#[derive(Debug)]
+pub struct DatabaseSettings {
+    /// `None`: run the embedded cluster in `data_dir/pg`.
+    pub url: Option<DatabaseUrl>,
+    /// Where the embedded cluster's PostgreSQL binaries are; `None` searches.
+    pub pg_bin_dir: Option<PathBuf>,
+    pub pool_size: u32,
+    /// How long a request waits for a connection before answering 503.
+    pub acquire_timeout: Duration,
+    /// Server-side cap on any one statement.
+    pub statement_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct HttpSettings {
+    pub body_limit: usize,
+    /// Exact origins (scheme://host[:port]) allowed by CORS and WebSocket Origin checks.
+    pub cors_origins: Vec<String>,
+    pub hsts_max_age: Option<u64>,
+    /// Take the client address from the last `X-Forwarded-For` entry (behind a proxy).
+    pub trust_forwarded_for: bool,
+    /// How long in-flight requests may run after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug)]
+pub struct LogSettings {
+    /// A tracing `EnvFilter` directive, such as `info` or `carewire=debug,info`.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug)]
+pub struct AuthSettings {
+    pub jwt_secret: Option<SecretBytes>,
+    pub issuer: String,
+    pub audience: String,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    /// How long a positive "session still valid" answer may be reused.
+    pub session_check_ttl: Duration,
+    pub login_max_per_account: u32,
+    pub login_max_per_ip: u32,
+    pub login_window: Duration,
+}
+
+#[derive(Debug)]
+pub struct CryptoSettings {
+    /// The key-encryption key, base64 of 32 bytes.
+    pub kek: Option<SecretBytes>,
+    /// A file holding the KEK (base64 of 32 bytes).
+    pub kek_file: Option<PathBuf>,
+}
+
+/// Secret bytes that zeroize on drop and never print.
+pub type SecretBytes = SecretBox<Vec<u8>>;
+
+/// A database URL: kept secret because it may hold a password; shown without it.
+pub struct DatabaseUrl(SecretString);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        DatabaseUrl(SecretString::from(url.into()))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The URL with any password replaced, for the one log line that says which
+    /// database we use.
+    pub fn redacted(&self) -> String {
+        redact_url(self.expose())
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    // postgres://user:password@host/db → postgres://user:[redacted]@host/db
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+    {
+        let user = userinfo.split(':').next().unwrap_or("");
+        let masked = if userinfo.contains(':') {
+            format!("{user}:[redacted]")
+        } else {
+            user.to_owned()
+        };
+        return format!("{scheme}://{masked}@{host}");
+    }
+    // key=value form: hide password=...
+    url.split_whitespace()
+        .map(|part| {
+            if part.starts_with("password=") {
+                "password=[redacted]"
+            } else {
+                part
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Raw values by environment name, with where each came from.
+struct RawValues(BTreeMap<&'static str, (String, Origin)>);
+
+impl RawValues {
+    fn get(&self, env: &'static str) -> Option<(&str, &Origin)> {
+        self.0.get(env).map(|(v, o)| (v.as_str(), o))
+    }
+}
+
+impl Settings {
+    /// Settings from the process environment and, when `CAREWIRE_CONFIG` or
+    /// `config_file` names one, a TOML file.
+    pub fn from_env(config_file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Settings::load(|name| std::env::var(name).ok(), config_file)
+    }
+
+    /// Settings from any lookup (tests pass a map) and an optional file.
+    pub fn load(
+        lookup: impl Fn(&str) -> Option<String>,
+        config_file: Option<&Path>,
+    ) -> Result<Settings, ConfigError> {
+        let mut raw = BTreeMap::new();
+        let file = config_file.map(Path::to_path_buf).or_else(|| {
+            lookup(CONFIG_FILE_ENV)
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        });
+        if let Some(path) = file {
+            read_file(&path, &mut raw)?;
+        }
+        for def in SETTINGS {
+            if let Some(value) = lookup(def.env).filter(|v| !v.is_empty()) {
+                raw.insert(def.env, (value, Origin::Environment));
+            }
+        }
+        Settings::parse(&RawValues(raw))
+    }
+
+    fn parse(raw: &RawValues) -> Result<Settings, ConfigError> {
+        let p = Parser { raw };
+        let environment = p.parse("CAREWIRE_ENVIRONMENT", Environment::Development, |v| {
+            match v.to_ascii_lowercase().as_str() {
+                "development" | "dev" => Ok(Environment::Development),
+                "production" | "prod" => Ok(Environment::Production),
+                _ => Err("expected `development` or `production`".into()),
+            }
+        })?;
+        let settings = Settings {
+            environment,
+            listen: p.parse("CAREWIRE_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)), |v| {
+                v.parse()
+                    .map_err(|_| "expected an address such as 127.0.0.1:8080 or 0.0.0.0:8080".into())
+            })?,
+            data_dir: p.parse("CAREWIRE_DATA_DIR", PathBuf::from(".carewire"), |v| {
+                Ok(PathBuf::from(v))
+            })?,
+            database: DatabaseSettings {
+                url: p.optional("DATABASE_URL", |v| Ok(DatabaseUrl::new(v)))?,
+                pg_bin_dir: p.optional("CAREWIRE_PG_BIN_DIR", |v| Ok(PathBuf::from(v)))?,
+                pool_size: p.number("CAREWIRE_DB_POOL_SIZE", 16, 1, 1000)?,
+                acquire_timeout: p.millis("CAREWIRE_DB_ACQUIRE_TIMEOUT_MS", 2_000, 10, 600_000)?,
+                statement_timeout: p.millis("CAREWIRE_DB_STATEMENT_TIMEOUT_MS", 30_000, 100, 3_600_000)?,
+            },
+            http: HttpSettings {
+                body_limit: p.number("CAREWIRE_BODY_LIMIT_BYTES", 64 * 1024, 1024, 64 * 1024 * 1024)?,
+                cors_origins: p.parse("CAREWIRE_CORS_ORIGINS", Vec::new(), parse_origins)?,
+                hsts_max_age: p.optional("CAREWIRE_HSTS_MAX_AGE_SECS", |v| {
+                    v.parse::<u64>()
+                        .map_err(|_| "expected a number of seconds".into())
+                })?,
+                trust_forwarded_for: p.parse("CAREWIRE_TRUST_FORWARDED_FOR", false, parse_bool)?,
+                shutdown_grace: p.secs("CAREWIRE_SHUTDOWN_GRACE_SECS", 30, 0, 3600)?,
+            },
+            log: LogSettings {
+                filter: p.parse("CAREWIRE_LOG", "info".to_owned(), |v| {
+                    tracing_subscriber::EnvFilter::try_new(v)
+                        .map(|_| v.to_owned())
+                        .map_err(|e| format!("not a valid log filter: {e}"))
+                })?,
+                format: p.parse("CAREWIRE_LOG_FORMAT", LogFormat::Text, |v| {
+                    match v.to_ascii_lowercase().as_str() {
+                        "text" => Ok(LogFormat::Text),
+                        "json" => Ok(LogFormat::Json),
+                        _ => Err("expected `text` or `json`".into()),
+                    }
+                })?,
+            },
+            auth: AuthSettings {
+                jwt_secret: p.optional("CAREWIRE_JWT_SECRET", |v| {
+                    if v.len() < 32 {
+                        Err("must be at least 32 bytes long".into())
+                    } else {
+                        Ok(SecretBox::new(Box::new(v.as_bytes().to_vec())))
+                    }
+                })?,
+                issuer: p.parse("CAREWIRE_JWT_ISSUER", "carewire".to_owned(), non_empty)?,
+                audience: p.parse("CAREWIRE_JWT_AUDIENCE", "carewire-api".to_owned(), non_empty)?,
+                access_token_ttl: p.secs("CAREWIRE_ACCESS_TOKEN_TTL_SECS", 900, 30, 86_400)?,
+                refresh_token_ttl: p.secs(
+                    "CAREWIRE_REFRESH_TOKEN_TTL_SECS",
+                    30 * 86_400,
+                    60,
+                    365 * 86_400,
+                )?,
+                session_check_ttl: p.millis("CAREWIRE_SESSION_CHECK_TTL_MS", 1_000, 0, 60_000)?,
+                login_max_per_account: p.number("CAREWIRE_LOGIN_MAX_PER_ACCOUNT", 10, 1, 10_000)?,
+                login_max_per_ip: p.number("CAREWIRE_LOGIN_MAX_PER_IP", 100, 1, 1_000_000)?,
+                login_window: p.secs("CAREWIRE_LOGIN_WINDOW_SECS", 900, 1, 86_400)?,
+            },
+            crypto: CryptoSettings {
+                kek: p.optional("CAREWIRE_KEK", |v| {
+                    parse_key(v).map(|k| SecretBox::new(Box::new(k)))
+                })?,
+                kek_file: p.optional("CAREWIRE_KEK_FILE", |v| Ok(PathBuf::from(v)))?,
+            },
+        };
+        settings.check_production()?;
+        Ok(settings)
+    }
+
+    /// In production nothing secret is generated: it must be configured.
+    fn check_production(&self) -> Result<(), ConfigError> {
+        if self.environment != Environment::Production {
+            return Ok(());
+        }
+        if self.auth.jwt_secret.is_none() {
+            return Err(ConfigError::RequiredInProduction {
+                setting: "CAREWIRE_JWT_SECRET",
+                hint: "set it to a random string of at least 32 bytes",
+            });
+        }
+        if self.crypto.kek.is_none() && self.crypto.kek_file.is_none() {
+            return Err(ConfigError::RequiredInProduction {
+                setting: "CAREWIRE_KEK",
+                hint: "set CAREWIRE_KEK (base64 of 32 random bytes) or CAREWIRE_KEK_FILE",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a 256-bit key given as base64.
+pub fn parse_key(value: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|_| "expected base64 of 32 bytes (e.g. `openssl rand -base64 32`)".to_owned())?;
+    if bytes.len() != 32 {
+        return Err(format!("expected 32 bytes, got {}", bytes.len()));
+    }
+    Ok(bytes)
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+fn non_empty(v: &str) -> Result<String, String> {
+    if v.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(v.to_owned())
+    }
+}
+
+fn parse_origins(v: &str) -> Result<Vec<String>, String> {
+    let mut origins = Vec::new();
+    for origin in v.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let uri: http::Uri = origin
+            .parse()
+            .map_err(|_| format!("`{origin}` is not an origin such as https://app.example.com"))?;
+        let ok = matches!(uri.scheme_str(), Some("http" | "https"))
+            && uri.host().is_some()
+            && uri.path() == "/"
+            && !origin.ends_with('/');
+        if !ok {
+            return Err(format!(
+                "`{origin}` is not an origin such as https://app.example.com (scheme and host, no path)"
+            ));
+        }
+        origins.push(origin.to_ascii_lowercase());
+    }
+    Ok(origins)
+}
+
+struct Parser<'a> {
+    raw: &'a RawValues,
+}
+
+impl Parser<'_> {
+    fn def(env: &'static str) -> SettingDef {
+        SETTINGS
+            .iter()
+            .copied()
+            .find(|d| d.env == env)
+            .unwrap_or(SettingDef { env, secret: true })
+    }
+
+    fn parse<T>(
+        &self,
+        env: &'static str,
+        default: T,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        Ok(self.optional(env, f)?.unwrap_or(default))
+    }
+
+    fn optional<T>(
+        &self,
+        env: &'static str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some((value, origin)) = self.raw.get(env) else {
+            return Ok(None);
+        };
+        f(value).map(Some).map_err(|message| {
+            let shown = if Self::def(env).secret {
+                message
+            } else {
+                format!("{message}, got {value:?}")
+            };
+            ConfigError::Invalid {
+                setting: env,
+                origin: origin.clone(),
+                message: shown,
+            }
+        })
+    }
+
+    fn number<T>(&self, env: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        self.parse(env, default, |v| match v.trim().parse::<T>() {
+            Ok(n) if n >= min && n <= max => Ok(n),
+            _ => Err(format!("expected a whole number from {min} to {max}")),
+        })
+    }
+
+    fn millis(&self, env: &'static str, default: u64, min: u64, max: u64) -> Result<Duration, ConfigError> {
+        self.number(env, default, min, max).map(Duration::from_millis)
+    }
+
+    fn secs(&self, env: &'static str, default: u64, min: u64, max: u64) -> Result<Duration, ConfigError> {
+        self.number(env, default, min, max).map(Duration::from_secs)
+    }
+}
+
+fn read_file(path: &Path, raw: &mut BTreeMap<&'static str, (String, Origin)>) -> Result<(), ConfigError> {
+    let file_error = |message: String| ConfigError::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| file_error(e.message().to_owned()))?;
+    for (key, value) in table {
+        let Some(def) = SETTINGS.iter().find(|d| d.key() == key) else {
+            return Err(ConfigError::UnknownKey {
+                key,
+                path: path.to_path_buf(),
+            });
+        };
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|item| {
+                    item.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| item.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        };
+        raw.insert(def.env, (value, Origin::File(path.to_path_buf())));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::load(|name| map.get(name).cloned(), None)
+    }
+
+    #[test]
+    fn defaults_are_usable_without_any_setting() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.listen.port(), 8080);
+        assert!(s.database.url.is_none());
+        assert_eq!(s.http.body_limit, 65536);
+        assert_eq!(s.auth.access_token_ttl, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn a_bad_number_names_the_setting_and_the_value() {
+        let err = load(&[("CAREWIRE_DB_POOL_SIZE", "lots")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CAREWIRE_DB_POOL_SIZE"), "{err}");
+        assert!(err.contains("lots"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_secret_is_named_but_never_echoed() {
+        let err = load(&[("CAREWIRE_JWT_SECRET", "short-secret")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CAREWIRE_JWT_SECRET"), "{err}");
+        assert!(!err.contains("short-secret"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_hides_secrets_and_database_passwords() {
+        let s = load(&[
+            (
+                "DATABASE_URL",
+                "postgres://carewire:hunter2hunter2@db:5432/carewire",
+            ),
+            (
+                "CAREWIRE_JWT_SECRET",
+                "0123456789abcdef0123456789abcdef-topsecret",
+            ),
+        ])
+        .unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("topsecret"), "{shown}");
+        assert!(
+            shown.contains("postgres://carewire:[redacted]@db:5432/carewire"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn production_refuses_to_run_without_configured_secrets() {
+        let err = load(&[("CAREWIRE_ENVIRONMENT", "production")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CAREWIRE_JWT_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn origins_must_be_scheme_and_host_only() {
+        assert!(
+            load(&[(
+                "CAREWIRE_CORS_ORIGINS",
+                "https://app.example.com, http://localhost:3000"
+            )])
+            .is_ok()
+        );
+        assert!(load(&[("CAREWIRE_CORS_ORIGINS", "https://app.example.com/path")]).is_err());
+        assert!(load(&[("CAREWIRE_CORS_ORIGINS", "*")]).is_err());
+    }
+
+    #[test]
+    fn the_file_is_read_and_the_environment_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("carewire.toml");
+        std::fs::write(
+            &path,
+            "db_pool_size = 7\nlisten = \"127.0.0.1:9000\"\ncors_origins = [\"https://a.example\"]\n",
+        )
+        .unwrap();
+        let s = Settings::load(
+            |name| (name == "CAREWIRE_LISTEN").then(|| "127.0.0.1:9100".to_owned()),
+            Some(&path),
+        )
+        .unwrap();
+        assert_eq!(s.database.pool_size, 7);
+        assert_eq!(s.listen.port(), 9100);
+        assert_eq!(s.http.cors_origins, vec!["https://a.example".to_owned()]);
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("carewire.toml");
+        std::fs::write(&path, "db_pool_sise = 7\n").unwrap();
+        let err = Settings::load(|_| None, Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("db_pool_sise"), "{err}");
+    }
+
+    #[test]
+    fn every_setting_is_documented_in_the_readme() {
+        let readme = include_str!("../README.md");
+        for def in SETTINGS {
+            assert!(
+                readme.contains(&format!("`{}`", def.env)),
+                "README lacks {}",
+                def.env
+            );
+        }
+        assert!(readme.contains(&format!("`{CONFIG_FILE_ENV}`")));
+    }
+}

@@ -1,0 +1,40 @@
+//! Carewire: a real-time backend for healthcare scheduling and telemedicine.
+//!
+//! One server (`carewire serve`) with PostgreSQL behind it. Patients book appointments
+//! with providers over REST, stay connected over WebSocket, and meet in video
+//! consultations whose signaling runs through the server. Patient data is encrypted
+//! field by field and every access to it is audited.
+//!
+//! # Layout
+//!
+//! - [`config`]: typed settings from the environment and an optional TOML file.
+//! - [`telemetry`]: the tracing subscriber (text or JSON logs).
+//! - [`db`]: the r2d2 pool, the one helper that runs diesel work off the async
+//!   runtime, embedded migrations, and the embedded PostgreSQL cluster used when no
+//!   `DATABASE_URL` is given.
+//! - [`crypto`]: the key hierarchy (KEK → data keys), field encryption with
+//!   AES-256-GCM and keyed blind indexes. The only module that touches key material.
+//! - [`error`]: the one error type; every failure leaves as RFC 9457 problem+json.
+//! - [`http`]: the HTTP edge: the connection service (request ids, spans, metrics,
+//!   CORS, security headers, panics), body parsing, health and metrics routes.
+//! - [`auth`]: passwords, access and refresh tokens, login throttling, and the warp
+//!   filters that yield the authenticated caller and enforce roles.
+//! - [`accounts`]: accounts (patients, providers, admins) and their routes.
+//! - [`startup`]: [`startup::Application`], which builds the whole server on a bound
+//!   listener, so tests and `main` start it the same way.
+//! - [`cli`]: the command line (`serve`, `migrate`, `user create`).
+
+pub mod accounts;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod schema;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+
+pub use error::Error;

@@ -1,0 +1,44 @@
+//! The `carewire` binary: parse the command line and settings, start logging, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use carewire::cli::{self, Cli};
+use carewire::config::Settings;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::from_env(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("carewire: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    carewire::telemetry::init(&settings.log);
+    // A panic is logged through tracing (so JSON logs stay JSON) with its location.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+        tracing::error!(
+            location = location.as_deref().unwrap_or("unknown"),
+            "panic: {info}"
+        );
+    }));
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("carewire: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(cli.command, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("carewire: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
