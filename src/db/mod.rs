@@ -1,0 +1,151 @@
+//! The PostgreSQL layer: the r2d2 pool, the one helper that runs diesel work off the
+//! async runtime, and the embedded migrations.
+//!
+//! Diesel is synchronous. Every request does all its database work in one closure on
+//! tokio's blocking pool through [`Db::run`], which carries the caller's tracing span
+//! into the blocking thread and turns an unavailable database into a quick 503.
+//! No code ever touches a connection on a tokio worker thread.
+
+pub mod embedded;
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, HandleError, Pool, PooledConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::config::{DatabaseSettings, DatabaseUrl};
+use crate::error::Error;
+
+/// Every migration in `migrations/`, compiled into the binary.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Advisory lock key held while migrating, so that several instances starting at once
+/// apply each migration exactly once. ("cw-migr" in ASCII.)
+const MIGRATION_LOCK: i64 = 0x63_77_2d_6d_69_67_72;
+
+pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+pub type PooledPg = PooledConnection<ConnectionManager<PgConnection>>;
+
+/// A handle on the pool. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: PgPool,
+    acquire_timeout: Duration,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("state", &self.pool.state()).finish()
+    }
+}
+
+impl Db {
+    /// Builds the pool without waiting for the database: the server starts and
+    /// answers 503 until PostgreSQL is reachable, then recovers by itself.
+    pub fn connect(url: &DatabaseUrl, settings: &DatabaseSettings) -> Db {
+        let manager = ConnectionManager::<PgConnection>::new(url.expose());
+        let pool = Pool::builder()
+            .max_size(settings.pool_size)
+            // Keep a couple of warm connections, not the whole pool: many instances
+            // (and tests) share one PostgreSQL and its max_connections.
+            .min_idle(Some(settings.pool_size.min(2)))
+            .connection_timeout(settings.acquire_timeout)
+            // A ping on check-out costs a round trip but means a connection killed by a
+            // PostgreSQL restart is replaced instead of failing a request.
+            .test_on_check_out(true)
+            .connection_customizer(Box::new(SessionSetup {
+                statement_timeout: settings.statement_timeout,
+            }))
+            .error_handler(Box::new(LogPoolError))
+            .build_unchecked(manager);
+        Db {
+            pool,
+            acquire_timeout: settings.acquire_timeout,
+        }
+    }
+
+    /// Runs `work` with a pooled connection on the blocking pool, inside the current
+    /// tracing span. This is the only way request code reaches the database.
+    pub async fn run<T, F>(&self, work: F) -> Result<T, Error>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        let span = tracing::Span::current();
+        let pool = self.pool.clone();
+        let timeout = self.acquire_timeout;
+        let outcome = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let mut conn = pool.get_timeout(timeout)?;
+            work(&mut conn)
+        })
+        .await;
+        match outcome {
+            Ok(result) => result,
+            Err(join) if join.is_panic() => Err(Error::internal("panic in database work")),
+            Err(_) => Err(Error::Unavailable("database work was cancelled")),
+        }
+    }
+
+    /// A connection for start-up code and the CLI, which may block.
+    pub fn get_blocking(&self) -> Result<PooledPg, Error> {
+        Ok(self.pool.get_timeout(self.acquire_timeout)?)
+    }
+
+    /// Connections open and idle, for metrics.
+    pub fn state(&self) -> r2d2::State {
+        self.pool.state()
+    }
+}
+
+/// Per-connection session settings, applied when the pool opens a connection.
+#[derive(Debug)]
+struct SessionSetup {
+    statement_timeout: Duration,
+}
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSetup {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        let sql = format!(
+            "SET statement_timeout = {}; SET TIME ZONE 'UTC'; SET application_name = 'carewire'",
+            self.statement_timeout.as_millis()
+        );
+        conn.batch_execute(&sql).map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// r2d2 reports connection failures here instead of through the `log` crate.
+#[derive(Debug)]
+struct LogPoolError;
+
+impl HandleError<diesel::r2d2::Error> for LogPoolError {
+    fn handle_error(&self, error: diesel::r2d2::Error) {
+        tracing::warn!(error = %error, "database connection failed");
+    }
+}
+
+/// Applies every pending migration, one instance at a time. Returns the versions
+/// applied.
+pub fn run_migrations(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).execute(conn)?;
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map(|versions| versions.iter().map(ToString::to_string).collect::<Vec<_>>())
+        .map_err(|e| anyhow::anyhow!("applying migrations failed: {e}"));
+    diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).execute(conn)?;
+    applied
+}
+
+/// Whether the database lacks a migration this binary knows.
+pub fn has_pending_migrations(conn: &mut PgConnection) -> Result<bool, Error> {
+    conn.has_pending_migration(MIGRATIONS)
+        .map_err(|e| Error::Internal(anyhow::anyhow!("checking migrations failed: {e}")))
+}
+
+/// Quotes an SQL identifier (for database names in admin statements).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

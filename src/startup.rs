@@ -1,0 +1,185 @@
+//! Building and running the server. `main` and the tests start it the same way: build
+//! an [`Application`] (which binds its listener, so port 0 works), read its address,
+//! then run it until a shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+use crate::auth::throttle::LoginThrottle;
+use crate::auth::{AuthService, SessionCache, password, tokens::TokenKeys};
+use crate::config::Settings;
+use crate::crypto::{Crypto, Kek, kek::KekSource};
+use crate::db::{self, Db};
+use crate::http::edge::EdgeConfig;
+use crate::state::{AppState, Shared};
+
+/// How long start-up waits for the database before giving up.
+const DATABASE_WAIT: Duration = Duration::from_secs(30);
+
+/// Extra knobs for building, used by tests.
+#[derive(Default)]
+pub struct BuildOptions {
+    /// Routes mounted behind the same edge as the real ones.
+    pub extra_routes: Option<BoxedFilter<(Response,)>>,
+}
+
+impl std::fmt::Debug for BuildOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildOptions")
+            .field("extra_routes", &self.extra_routes.is_some())
+            .finish()
+    }
+}
+
+/// A built server, bound and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: AppState,
+    routes: BoxedFilter<(Response,)>,
+    edge: Arc<EdgeConfig>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Connects to the database (waiting up to 30 s for it), applies migrations,
+    /// loads keys and binds the listener. `settings.database.url` must be set: `serve`
+    /// resolves the embedded cluster before calling this.
+    pub async fn build(settings: Settings, options: BuildOptions) -> anyhow::Result<Application> {
+        let settings = Arc::new(settings);
+        let url = settings
+            .database
+            .url
+            .as_ref()
+            .context("no database URL: start the embedded cluster or set DATABASE_URL first")?;
+        crate::http::metrics::handle();
+        let db = Db::connect(url, &settings.database);
+
+        let (kek, kek_source) = Kek::from_settings(&settings)?;
+        if kek_source == KekSource::GeneratedForDevelopment {
+            tracing::warn!(kek.id = %kek.id(), "using a development KEK from the data folder");
+        }
+        let crypto = {
+            let db = db.clone();
+            tokio::task::spawn_blocking(move || -> anyhow::Result<Crypto> {
+                let mut conn = wait_for_database(&db)?;
+                let applied = db::run_migrations(&mut conn)?;
+                if !applied.is_empty() {
+                    tracing::info!(count = applied.len(), versions = ?applied, "applied database migrations");
+                }
+                Ok(Crypto::load_or_init(&mut conn, &kek)?)
+            })
+            .await??
+        };
+
+        let auth = AuthService {
+            keys: TokenKeys::from_settings(&settings)?,
+            throttle: LoginThrottle::new(
+                settings.auth.login_max_per_account,
+                settings.auth.login_max_per_ip,
+                settings.auth.login_window,
+            ),
+            sessions: SessionCache::new(settings.auth.session_check_ttl),
+            dummy_hash: dummy_password_hash().await?,
+        };
+        let edge = Arc::new(EdgeConfig::from_settings(&settings.http));
+        let state = AppState::new(Shared {
+            settings: settings.clone(),
+            db,
+            crypto,
+            auth,
+        });
+        let routes = crate::http::routes(&state, options.extra_routes);
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let local_addr = listener.local_addr()?;
+        Ok(Application {
+            listener,
+            local_addr,
+            state,
+            routes,
+            edge,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then lets requests in flight finish (up to
+    /// `CAREWIRE_SHUTDOWN_GRACE_SECS`) and stops background work.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        tracing::info!(address = %self.local_addr, "listening");
+        let background = spawn_background(&self.state);
+        let grace = self.state.settings.http.shutdown_grace;
+        crate::http::server::serve(self.listener, self.routes, self.edge, shutdown, grace).await;
+        for task in background {
+            task.abort();
+        }
+    }
+}
+
+fn spawn_background(state: &AppState) -> Vec<JoinHandle<()>> {
+    let throttle_state = state.clone();
+    vec![tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            throttle_state.auth.throttle.prune();
+        }
+    })]
+}
+
+/// A pooled connection, retrying while the database starts.
+fn wait_for_database(db: &Db) -> anyhow::Result<db::PooledPg> {
+    let deadline = Instant::now() + DATABASE_WAIT;
+    let mut warned = false;
+    loop {
+        match db.get_blocking() {
+            Ok(conn) => return Ok(conn),
+            Err(e) if Instant::now() < deadline => {
+                if !warned {
+                    tracing::warn!(error = %e, "waiting for the database");
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(_) => anyhow::bail!(
+                "the database did not answer within {} s; check DATABASE_URL and that PostgreSQL is running",
+                DATABASE_WAIT.as_secs()
+            ),
+        }
+    }
+}
+
+/// An argon2id hash of a random password, for answering unknown emails.
+async fn dummy_password_hash() -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(|| {
+        let mut bytes = [0u8; 24];
+        crate::crypto::random_bytes(&mut bytes)?;
+        let random = SecretString::from(hex::encode(bytes));
+        password::hash(&random).map_err(|e| anyhow::anyhow!("{e}"))
+    })
+    .await?
+}
