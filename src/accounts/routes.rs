@@ -1,0 +1,153 @@
+//! Account routes: the caller's own account, and account administration.
+
+use http::StatusCode;
+use http::header::{HeaderValue, LOCATION};
+use secrecy::SecretString;
+use serde::Deserialize;
+use uuid::Uuid;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+use super::Email;
+use crate::auth::{self, Caller, Role, password};
+use crate::error::Error;
+use crate::http::{body, reply, with_state};
+use crate::state::AppState;
+
+const ADMINS: &[Role] = &[Role::Admin];
+
+pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
+    me(state)
+        .or(create_user(state))
+        .unify()
+        .or(get_user(state))
+        .unify()
+        .or(disable_user(state))
+        .unify()
+        .boxed()
+}
+
+/// GET /v1/me: the signed-in account.
+fn me(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "me")
+        .and(warp::get())
+        .and(auth::caller(state))
+        .and(with_state(state))
+        .then(|caller: Caller, state: AppState| async move {
+            reply::respond(
+                state
+                    .with_db(move |conn, state| {
+                        let account = super::find(conn, caller.account_id)?;
+                        super::view(&state.crypto, &account)
+                    })
+                    .await
+                    .map(|view| reply::json(StatusCode::OK, &view)),
+            )
+        })
+        .boxed()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUser {
+    email: String,
+    password: SecretString,
+    role: Role,
+}
+
+/// POST /v1/admin/users: an admin creates a provider, admin or patient account.
+fn create_user(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "admin" / "users")
+        .and(warp::post())
+        .and(auth::with_role(state, ADMINS))
+        .and(body::json::<CreateUser>(state.settings.http.body_limit))
+        .and(with_state(state))
+        .then(|admin: Caller, input: CreateUser, state: AppState| async move {
+            reply::respond(create_user_handler(admin, input, state).await)
+        })
+        .boxed()
+}
+
+async fn create_user_handler(admin: Caller, input: CreateUser, state: AppState) -> Result<Response, Error> {
+    let email = Email::parse(&input.email)?;
+    let password_hash = hash_new_password(&email, input.password).await?;
+    let role = input.role;
+    let view = state
+        .with_db(move |conn, state| {
+            let account = super::create(conn, &state.crypto, &email, role, password_hash)?;
+            super::view(&state.crypto, &account)
+        })
+        .await?;
+    tracing::info!(admin.id = %admin.account_id, account.id = %view.id, role = %view.role, "account created by admin");
+    let mut res = reply::json(StatusCode::CREATED, &view);
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/admin/users/{}", view.id)) {
+        res.headers_mut().insert(LOCATION, location);
+    }
+    Ok(res)
+}
+
+/// Checks the password policy and hashes, on the blocking pool.
+pub async fn hash_new_password(email: &Email, password: SecretString) -> Result<String, Error> {
+    let hints: Vec<String> = email.password_hints().into_iter().map(str::to_owned).collect();
+    tokio::task::spawn_blocking(move || {
+        let hints: Vec<&str> = hints.iter().map(String::as_str).collect();
+        password::check_policy(&password, &hints)?;
+        password::hash(&password)
+    })
+    .await
+    .map_err(|_| Error::internal("password hashing was interrupted"))?
+}
+
+/// GET /v1/admin/users/{id}: one account.
+fn get_user(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "admin" / "users" / Uuid)
+        .and(warp::get())
+        .and(auth::with_role(state, ADMINS))
+        .and(with_state(state))
+        .then(|id: Uuid, _admin: Caller, state: AppState| async move {
+            reply::respond(
+                state
+                    .with_db(move |conn, state| {
+                        let account = super::find(conn, id)?;
+                        super::view(&state.crypto, &account)
+                    })
+                    .await
+                    .map(|view| reply::json(StatusCode::OK, &view)),
+            )
+        })
+        .boxed()
+}
+
+/// POST /v1/admin/users/{id}/disable: disables an account and ends its sessions at
+/// once (its access tokens stop working on this instance immediately, elsewhere
+/// within the session-check bound).
+fn disable_user(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "admin" / "users" / Uuid / "disable")
+        .and(warp::post())
+        .and(auth::with_role(state, ADMINS))
+        .and(with_state(state))
+        .then(|id: Uuid, admin: Caller, state: AppState| async move {
+            reply::respond(disable_handler(id, admin, state).await)
+        })
+        .boxed()
+}
+
+async fn disable_handler(id: Uuid, admin: Caller, state: AppState) -> Result<Response, Error> {
+    if id == admin.account_id {
+        return Err(Error::conflict(
+            "cannot_disable_self",
+            "an admin cannot disable their own account",
+        ));
+    }
+    let (view, ended) = state
+        .with_db(move |conn, state| {
+            let (account, ended) = super::disable(conn, id)?;
+            Ok((super::view(&state.crypto, &account)?, ended))
+        })
+        .await?;
+    let sessions_ended = ended.len();
+    state.auth.sessions.ended(ended);
+    tracing::info!(admin.id = %admin.account_id, account.id = %id, sessions_ended, "account disabled");
+    Ok(reply::json(StatusCode::OK, &view))
+}

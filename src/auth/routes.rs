@@ -1,0 +1,238 @@
+//! Authentication routes: register, login, refresh, logout.
+
+use http::StatusCode;
+use http::header::{HeaderValue, LOCATION};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+use super::sessions::{self, Refreshed, RevokeReason};
+use super::{Caller, Role, password};
+use crate::accounts::{self, Email};
+use crate::error::Error;
+use crate::http::{RequestContext, body, reply, request_context, with_state};
+use crate::state::AppState;
+
+pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
+    register(state)
+        .or(login(state))
+        .unify()
+        .or(refresh(state))
+        .unify()
+        .or(logout(state))
+        .unify()
+        .boxed()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    email: String,
+    password: SecretString,
+}
+
+/// What login and refresh return.
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    pub refresh_token: String,
+    pub refresh_token_expires_in: u64,
+    pub account_id: Uuid,
+    pub role: Role,
+}
+
+fn token_response(
+    state: &AppState,
+    account_id: Uuid,
+    role: Role,
+    session_id: Uuid,
+    refresh_token: String,
+) -> Result<Response, Error> {
+    let keys = &state.auth.keys;
+    let body = TokenResponse {
+        access_token: keys.issue_access(account_id, role, session_id)?,
+        token_type: "Bearer",
+        expires_in: keys.access_ttl.as_secs(),
+        refresh_token,
+        refresh_token_expires_in: keys.refresh_ttl.as_secs(),
+        account_id,
+        role,
+    };
+    Ok(reply::json(StatusCode::OK, &body))
+}
+
+const BAD_CREDENTIALS: Error = Error::Unauthorized {
+    reason: "the email or password is wrong",
+};
+
+/// POST /v1/auth/register: a patient creates their own account.
+fn register(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "auth" / "register")
+        .and(warp::post())
+        .and(request_context())
+        .and(body::json::<Credentials>(state.settings.http.body_limit))
+        .and(with_state(state))
+        .then(
+            |ctx: RequestContext, input: Credentials, state: AppState| async move {
+                reply::respond(register_handler(ctx, input, state).await)
+            },
+        )
+        .boxed()
+}
+
+async fn register_handler(
+    ctx: RequestContext,
+    input: Credentials,
+    state: AppState,
+) -> Result<Response, Error> {
+    state.auth.throttle.check_ip(ctx.client_ip)?;
+    let email = Email::parse(&input.email)?;
+    let password_hash = crate::accounts::routes::hash_new_password(&email, input.password).await?;
+    let view = state
+        .with_db(move |conn, state| {
+            let account = accounts::create(conn, &state.crypto, &email, Role::Patient, password_hash)?;
+            accounts::view(&state.crypto, &account)
+        })
+        .await?;
+    tracing::info!(account.id = %view.id, "patient registered");
+    let mut res = reply::json(StatusCode::CREATED, &view);
+    res.headers_mut()
+        .insert(LOCATION, HeaderValue::from_static("/v1/me"));
+    Ok(res)
+}
+
+/// POST /v1/auth/login: email and password for an access and a refresh token.
+fn login(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "auth" / "login")
+        .and(warp::post())
+        .and(request_context())
+        .and(body::json::<Credentials>(state.settings.http.body_limit))
+        .and(with_state(state))
+        .then(
+            |ctx: RequestContext, input: Credentials, state: AppState| async move {
+                reply::respond(login_handler(ctx, input, state).await)
+            },
+        )
+        .boxed()
+}
+
+async fn login_handler(ctx: RequestContext, input: Credentials, state: AppState) -> Result<Response, Error> {
+    let email = Email::parse(&input.email).map_err(|_| BAD_CREDENTIALS)?;
+    let index = accounts::email_index(&state.crypto, &email);
+    state.auth.throttle.check(&index, ctx.client_ip)?;
+
+    let account = state
+        .with_db(move |conn, state| accounts::find_by_email(conn, &state.crypto, &email))
+        .await?;
+
+    // Unknown email, disabled account or wrong password: the same answer after the
+    // same argon2 work, so neither the body nor the timing tells them apart.
+    let hash = account
+        .as_ref()
+        .map(|a| a.password_hash.clone())
+        .unwrap_or_else(|| state.auth.dummy_hash.clone());
+    let password = input.password;
+    let matches = tokio::task::spawn_blocking(move || password::verify(&password, &hash))
+        .await
+        .map_err(|_| Error::internal("password verification was interrupted"))?;
+    let account = match account {
+        Some(account) if matches && account.disabled_at.is_none() => account,
+        other => {
+            metrics::counter!("auth_login_failures_total").increment(1);
+            tracing::info!(account.id = ?other.map(|a| a.id), "login failed");
+            return Err(BAD_CREDENTIALS);
+        }
+    };
+    let role = account.role()?;
+    let account_id = account.id;
+    let ttl = state.auth.keys.refresh_ttl;
+    let started = state
+        .db
+        .run(move |conn| sessions::start(conn, account_id, ttl))
+        .await?;
+    tracing::info!(account.id = %account_id, session.id = %started.session_id, "signed in");
+    token_response(
+        &state,
+        account_id,
+        role,
+        started.session_id,
+        started.refresh_token,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    refresh_token: SecretString,
+}
+
+/// POST /v1/auth/refresh: exchanges a refresh token for new tokens (rotation).
+fn refresh(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "auth" / "refresh")
+        .and(warp::post())
+        .and(body::json::<RefreshRequest>(state.settings.http.body_limit))
+        .and(with_state(state))
+        .then(|input: RefreshRequest, state: AppState| async move {
+            reply::respond(refresh_handler(input, state).await)
+        })
+        .boxed()
+}
+
+async fn refresh_handler(input: RefreshRequest, state: AppState) -> Result<Response, Error> {
+    use secrecy::ExposeSecret;
+    let presented = input.refresh_token.expose_secret().to_owned();
+    let ttl = state.auth.keys.refresh_ttl;
+    let outcome = state
+        .db
+        .run(move |conn| sessions::rotate(conn, &presented, ttl))
+        .await?;
+    match outcome {
+        Refreshed::Rotated {
+            account_id,
+            role,
+            session_id,
+            refresh_token,
+        } => token_response(&state, account_id, role, session_id, refresh_token),
+        Refreshed::Reused {
+            account_id,
+            session_id,
+        } => {
+            state.auth.sessions.ended([session_id]);
+            metrics::counter!("auth_refresh_reuse_total").increment(1);
+            tracing::warn!(account.id = %account_id, session.id = %session_id, "refresh token reused; session revoked");
+            Err(Error::Unauthorized {
+                reason: "this refresh token was already used; the session has been revoked",
+            })
+        }
+        Refreshed::Invalid => Err(Error::Unauthorized {
+            reason: "the refresh token is invalid or expired",
+        }),
+    }
+}
+
+/// POST /v1/auth/logout: ends the caller's session (its refresh token and every
+/// access token issued in it).
+fn logout(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "auth" / "logout")
+        .and(warp::post())
+        .and(super::caller(state))
+        .and(with_state(state))
+        .then(|caller: Caller, state: AppState| async move {
+            let session_id = caller.session_id;
+            let result = state
+                .db
+                .run(move |conn| sessions::revoke(conn, session_id, RevokeReason::Logout))
+                .await;
+            reply::respond(result.map(|_| {
+                state.auth.sessions.ended([session_id]);
+                tracing::info!(account.id = %caller.account_id, session.id = %session_id, "signed out");
+                reply::empty(StatusCode::NO_CONTENT)
+            }))
+        })
+        .boxed()
+}
