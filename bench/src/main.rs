@@ -1,0 +1,41 @@
+//! Carewire's benchmarks.
+//!
+//! Every scenario runs against a release build on loopback, reports latency
+//! percentiles, and measures a baseline in the same run, so that a number is always read
+//! against something measured on the same machine at the same time.
+//!
+//! ```sh
+//! cargo run --release -p carewire-bench -- cold-start
+//! ```
+
+#![allow(clippy::print_stdout, reason = "a benchmark reports on standard output")]
+
+mod cold_start;
+mod report;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "carewire-bench", about = "Carewire's benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Time from spawning `carewire serve` to its first `/readyz` 200: with
+    /// DATABASE_URL (when set), with the embedded cluster reused, and on the very first
+    /// start (initdb). Baseline: spawning `carewire --version`.
+    ColdStart {
+        /// Runs per case.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().scenario {
+        Scenario::ColdStart { runs } => cold_start::run(runs),
+    }
+}
