@@ -1,0 +1,608 @@
+//! The HTTP platform: health, readiness, metrics, problem documents for every kind of
+//! bad request, the edge's headers, panics, a lost database, graceful shutdown, and
+//! the `carewire` binary itself.
+
+#![allow(clippy::unwrap_used, reason = "tests unwrap: a panic is a failed assertion")]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use carewire::http::routes::ROUTES;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use support::{TestApp, problem, problem_type};
+use warp::Filter;
+
+#[tokio::test]
+async fn healthz_answers_without_touching_the_database() {
+    let app = TestApp::spawn().await;
+    let res = app.get("/healthz").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["status"], "ok");
+}
+
+#[tokio::test]
+async fn readyz_is_ready_when_the_database_is_migrated() {
+    let app = TestApp::spawn().await;
+    let res = app.get("/readyz").await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn readyz_is_not_ready_while_a_migration_is_missing() {
+    use diesel::RunQueryDsl;
+    let app = TestApp::spawn().await;
+    let mut conn = app.db.connect();
+    diesel::sql_query("DELETE FROM __diesel_schema_migrations WHERE version = (SELECT max(version) FROM __diesel_schema_migrations)")
+        .execute(&mut conn)
+        .unwrap();
+    let res = app.get("/readyz").await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(problem_type(&problem(res).await), "service-unavailable");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status_and_show_the_pool() {
+    let app = TestApp::spawn().await;
+    app.get("/healthz").await;
+    let admin = app.admin().await;
+    let missing = uuid::Uuid::new_v4();
+    app.get_as(&format!("/v1/admin/users/{missing}"), &admin.tokens.access)
+        .await;
+
+    let res = app.get("/metrics").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = res.text().await.unwrap();
+    assert!(
+        text.contains(r#"http_requests_total{method="GET",route="/healthz",status="200"}"#),
+        "{text}"
+    );
+    // Ids never become labels: the template does.
+    assert!(
+        text.contains(r#"http_requests_total{method="GET",route="/v1/admin/users/{id}",status="404"}"#),
+        "{text}"
+    );
+    assert!(!text.contains(&missing.to_string()));
+    assert!(text.contains("http_request_duration_seconds_bucket"), "{text}");
+    assert!(text.contains(r#"db_pool_connections{state="idle"}"#), "{text}");
+    assert!(text.contains(r#"db_pool_connections{state="in_use"}"#), "{text}");
+}
+
+#[tokio::test]
+async fn an_unknown_route_is_a_404_problem() {
+    let app = TestApp::spawn().await;
+    let res = app.get("/v1/no-such-thing").await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let body = problem(res).await;
+    assert_eq!(problem_type(&body), "route-not-found");
+    assert_eq!(body["status"], 404);
+    assert!(body["title"].is_string());
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_a_405_problem_that_says_what_is_allowed() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .request(Method::DELETE, "/v1/auth/login")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(res.headers()["allow"], "POST");
+    assert_eq!(problem_type(&problem(res).await), "method-not-allowed");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_a_413_whether_declared_or_streamed() {
+    let app = TestApp::builder()
+        .setting("CAREWIRE_BODY_LIMIT_BYTES", "2048")
+        .spawn()
+        .await;
+    let big = json!({ "email": "a@example.test", "password": "x".repeat(4096) });
+    let res = app.post_json("/v1/auth/login", &big).await;
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body = problem(res).await;
+    assert_eq!(problem_type(&body), "payload-too-large");
+    assert_eq!(body["limit"], 2048);
+
+    // Chunked, so no Content-Length announces the size.
+    let chunks = futures_util::stream::iter(
+        (0..8).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 1024]))),
+    );
+    let res = app
+        .request(Method::POST, "/v1/auth/login")
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_a_415() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .request(Method::POST, "/v1/auth/login")
+        .header("content-type", "text/plain")
+        .body("email=a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(problem_type(&problem(res).await), "unsupported-media-type");
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_400() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .request(Method::POST, "/v1/auth/login")
+        .header("content-type", "application/json")
+        .body("{\"email\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(problem_type(&problem(res).await), "bad-request");
+}
+
+#[tokio::test]
+async fn a_failed_validation_is_a_422_that_names_the_field_but_not_the_value() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .post_json(
+            "/v1/auth/register",
+            &json!({ "email": "Ada Lovelace", "password": support::PASSWORD }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = problem(res).await;
+    assert_eq!(problem_type(&body), "validation-failed");
+    assert_eq!(body["errors"][0]["field"], "email");
+    assert!(!body.to_string().contains("Ada Lovelace"));
+
+    let res = app
+        .post_json("/v1/auth/register", &json!({ "email": "ada@example.test" }))
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem(res).await["errors"][0]["field"], "password");
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_a_500_and_the_server_keeps_serving() {
+    let boom = warp::path!("test" / "boom")
+        .and(warp::get())
+        .map(|| -> warp::reply::Response { panic!("deliberate test panic") })
+        .boxed();
+    let app = TestApp::builder().extra_routes(boom).spawn().await;
+    let res = app.get("/test/boom").await;
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body = problem(res).await;
+    assert_eq!(problem_type(&body), "internal-error");
+    assert!(
+        !body.to_string().contains("deliberate"),
+        "the panic message leaked: {body}"
+    );
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_a_sane_one_is_echoed() {
+    let app = TestApp::spawn().await;
+    let res = app.get("/nope").await;
+    let generated = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(generated.len(), 32);
+    let res = app
+        .request(Method::GET, "/healthz")
+        .header("x-request-id", "trace-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "trace-42");
+}
+
+#[tokio::test]
+async fn security_headers_are_set_and_api_answers_are_never_cached() {
+    let app = TestApp::builder()
+        .setting("CAREWIRE_HSTS_MAX_AGE_SECS", "31536000")
+        .spawn()
+        .await;
+    let patient = app.patient().await;
+    let res = app.get_as("/v1/me", &patient.tokens.access).await;
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert_eq!(
+        res.headers()["strict-transport-security"],
+        "max-age=31536000; includeSubDomains"
+    );
+
+    let plain = TestApp::spawn().await;
+    assert!(
+        plain
+            .get("/healthz")
+            .await
+            .headers()
+            .get("strict-transport-security")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn cors_answers_only_the_allowed_origins() {
+    let app = TestApp::builder()
+        .setting("CAREWIRE_CORS_ORIGINS", "https://app.example.test")
+        .spawn()
+        .await;
+    let preflight = |origin: &'static str| {
+        app.request(Method::OPTIONS, "/v1/auth/login")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let res = preflight("https://app.example.test").await.unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://app.example.test"
+    );
+    assert!(
+        res.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+
+    let res = preflight("https://evil.example.test").await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+
+    let res = app
+        .request(Method::GET, "/healthz")
+        .header("origin", "https://evil.example.test")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+    let res = app
+        .request(Method::GET, "/healthz")
+        .header("origin", "https://app.example.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://app.example.test"
+    );
+    assert!(
+        res.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("x-request-id")
+    );
+}
+
+#[tokio::test]
+async fn every_route_in_the_route_table_is_served() {
+    let app = TestApp::spawn().await;
+    for route in ROUTES {
+        let path = route.path.replace("{id}", &uuid::Uuid::new_v4().to_string());
+        let method = Method::from_bytes(route.method.as_bytes()).unwrap();
+        let res = app.request(method, &path).send().await.unwrap();
+        assert_ne!(
+            res.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{} {}",
+            route.method,
+            route.path
+        );
+        if res.status() == StatusCode::NOT_FOUND {
+            let body = problem(res).await;
+            assert_ne!(
+                problem_type(&body),
+                "route-not-found",
+                "{} {}",
+                route.method,
+                route.path
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_lost_database_answers_503_quickly_and_the_server_recovers_by_itself() {
+    let proxy = support::proxy::DbProxy::start(support::database::backend().target.clone()).await;
+    let app = TestApp::builder()
+        .via_proxy(proxy.port)
+        .setting("CAREWIRE_DB_ACQUIRE_TIMEOUT_MS", "300")
+        .setting("CAREWIRE_SESSION_CHECK_TTL_MS", "0")
+        .spawn()
+        .await;
+    let patient = app.patient().await;
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+
+    proxy.cut();
+    // A client that waits no longer than a few seconds still gets its answer.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let res = client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("answered while the database is down");
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(problem_type(&problem(res).await), "service-unavailable");
+    let res = client
+        .get(app.url("/v1/me"))
+        .bearer_auth(&patient.tokens.access)
+        .send()
+        .await
+        .expect("answered while the database is down");
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    proxy.restore();
+    let mut recovered = false;
+    for _ in 0..50 {
+        if app.get("/readyz").await.status() == StatusCode::OK {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        recovered,
+        "the server did not recover after the database came back"
+    );
+    assert_eq!(
+        app.get_as("/v1/me", &patient.tokens.access).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_the_request_in_flight_and_refuses_new_ones() {
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let entered_route = entered.clone();
+    let slow = warp::path!("test" / "slow")
+        .and(warp::get())
+        .then(move || {
+            let entered = entered_route.clone();
+            async move {
+                entered.notify_one();
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                carewire::http::reply::json(StatusCode::OK, &json!({ "finished": true }))
+            }
+        })
+        .boxed();
+    let mut app = TestApp::builder().extra_routes(slow).spawn().await;
+    let url = app.url("/test/slow");
+    let in_flight = tokio::spawn(async move { reqwest::get(url).await });
+    entered.notified().await;
+    app.shutdown().await;
+
+    let res = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request was answered");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["finished"], true);
+    assert!(
+        reqwest::get(app.url("/healthz")).await.is_err(),
+        "a new connection was accepted"
+    );
+}
+
+mod binary {
+    //! The real `carewire` binary, as an operator runs it.
+
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::support::{self, TestDatabase};
+
+    fn carewire() -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_carewire"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CAREWIRE_JWT_SECRET", support::JWT_SECRET)
+            .env("CAREWIRE_KEK", support::KEK)
+            .env("CAREWIRE_LOG", "info");
+        cmd
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn wait_ready(port: u16, child: &mut Child) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("carewire exited early with {status}");
+            }
+            if let Ok(res) = raw_http::get_status(&format!("http://127.0.0.1:{port}/readyz"))
+                && res == 200
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("carewire was not ready within 60 s");
+    }
+
+    fn terminate(child: &mut Child) -> std::process::ExitStatus {
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "carewire did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A tiny blocking GET, so these tests need no runtime: the status code or an error.
+    mod raw_http {
+        use std::io::{Read, Write};
+        pub fn get_status(url: &str) -> std::io::Result<u16> {
+            let rest = url.strip_prefix("http://").unwrap();
+            let (host, path) = rest.split_once('/').unwrap();
+            let mut stream = std::net::TcpStream::connect(host)?;
+            stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+            write!(
+                stream,
+                "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            response
+                .split_whitespace()
+                .nth(1)
+                .and_then(|code| code.parse().ok())
+                .ok_or_else(|| std::io::Error::other("no status line"))
+        }
+    }
+
+    #[test]
+    fn serve_stops_cleanly_on_sigterm() {
+        let db = TestDatabase::create();
+        let port = free_port();
+        let data = tempfile::tempdir().unwrap();
+        let mut child = carewire()
+            .arg("serve")
+            .env("DATABASE_URL", &db.url)
+            .env("CAREWIRE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CAREWIRE_DATA_DIR", data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_ready(port, &mut child);
+        let status = terminate(&mut child);
+        assert!(status.success(), "exit status {status}");
+    }
+
+    #[test]
+    fn without_database_url_serve_runs_and_stops_its_own_cluster_and_reuses_it() {
+        let data = tempfile::Builder::new()
+            .prefix("cw-q")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let pgdata = data.path().join("pg");
+        for run in 0..2 {
+            let port = free_port();
+            let log = data.path().join(format!("serve-{run}.log"));
+            let mut child = carewire()
+                .arg("serve")
+                .env("CAREWIRE_LISTEN", format!("127.0.0.1:{port}"))
+                .env("CAREWIRE_DATA_DIR", data.path())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            wait_ready(port, &mut child);
+            assert!(
+                pgdata.join("postmaster.pid").exists(),
+                "the cluster is not running"
+            );
+            let status = terminate(&mut child);
+            assert!(status.success(), "exit status {status}");
+            let text = std::fs::read_to_string(&log).unwrap();
+            assert_eq!(
+                text.matches("using the embedded PostgreSQL cluster").count(),
+                1,
+                "it should say once which database it uses: {text}"
+            );
+            assert!(
+                !pgdata.join("postmaster.pid").exists(),
+                "the cluster was left running"
+            );
+        }
+        // The second start reused the cluster: one set of migrations, applied once.
+        let first = std::fs::read_to_string(data.path().join("serve-0.log")).unwrap();
+        let second = std::fs::read_to_string(data.path().join("serve-1.log")).unwrap();
+        assert!(first.contains("applied database migrations"));
+        assert!(!second.contains("applied database migrations"));
+    }
+
+    #[test]
+    fn without_postgresql_binaries_serve_says_how_to_get_them() {
+        let data = tempfile::tempdir().unwrap();
+        let empty = tempfile::tempdir().unwrap();
+        let output = carewire()
+            .arg("serve")
+            .env("CAREWIRE_DATA_DIR", data.path())
+            .env("CAREWIRE_PG_BIN_DIR", empty.path())
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("apt-get install postgresql"), "{stderr}");
+        assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+    }
+
+    #[test]
+    fn a_bad_setting_is_named_and_stops_the_start() {
+        let output = carewire()
+            .arg("serve")
+            .env("CAREWIRE_DB_POOL_SIZE", "many")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("CAREWIRE_DB_POOL_SIZE"), "{stderr}");
+    }
+
+    #[test]
+    fn migrate_applies_pending_migrations_once() {
+        let db = TestDatabase::create_empty();
+        let run = || {
+            let output = carewire()
+                .arg("migrate")
+                .env("DATABASE_URL", &db.url)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8_lossy(&output.stdout).to_string()
+        };
+        assert!(run().contains("Applied"));
+        assert!(run().contains("up to date"));
+    }
+
+    #[test]
+    fn help_explains_each_command() {
+        let output = carewire().arg("--help").output().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        for command in ["serve", "migrate", "user"] {
+            assert!(text.contains(command), "{text}");
+        }
+        let output = carewire().args(["user", "create", "--help"]).output().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            text.contains("--email") && text.contains("--role") && text.contains("standard input"),
+            "{text}"
+        );
+    }
+}
