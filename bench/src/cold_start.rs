@@ -18,7 +18,10 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
     let mut baseline = Samples::new("baseline: `carewire --version` (spawn to exit)");
     for _ in 0..runs {
         let started = Instant::now();
-        let status = Command::new(&binary).arg("--version").stdout(Stdio::null()).status()?;
+        let status = Command::new(&binary)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()?;
         anyhow::ensure!(status.success(), "carewire --version failed");
         baseline.record(started.elapsed());
     }
@@ -99,14 +102,20 @@ fn wait_ready(port: u16, child: &mut Child, started: Instant) -> anyhow::Result<
 fn readyz(port: u16) -> Option<u16> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET /readyz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET /readyz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     response.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn stop(child: &mut Child) -> anyhow::Result<()> {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
     let status = child.wait()?;
     anyhow::ensure!(status.success(), "carewire exited with {status} after SIGTERM");
     Ok(())
