@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -43,6 +44,9 @@ pub enum Command {
     /// Manage accounts without the API (for example, the first admin).
     #[command(subcommand)]
     User(UserCommand),
+    /// Verify or export the audit log.
+    #[command(subcommand)]
+    Audit(crate::audit::cli::AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,14 +79,28 @@ impl From<CliRole> for Role {
     }
 }
 
-/// Runs a command to completion.
-pub async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
+/// Runs a command to completion; the exit code says how it ended.
+pub async fn run(command: Command, mut settings: Settings) -> anyhow::Result<ExitCode> {
+    use crate::audit::cli::{AuditCommand, Verdict};
     let cluster = resolve_database(&mut settings).await?;
     let result = match command {
-        Command::Serve => serve(settings).await,
-        Command::Migrate => migrate(settings).await,
-        Command::User(UserCommand::Create { email, role }) => {
-            create_user(settings, &email, role.into()).await
+        Command::Serve => serve(settings).await.map(|()| ExitCode::SUCCESS),
+        Command::Migrate => migrate(settings).await.map(|()| ExitCode::SUCCESS),
+        Command::User(UserCommand::Create { email, role }) => create_user(settings, &email, role.into())
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Audit(AuditCommand::Verify(args)) => {
+            tokio::task::spawn_blocking(move || crate::audit::cli::verify(&settings, &args))
+                .await?
+                .map(|verdict| match verdict {
+                    Verdict::Intact => ExitCode::SUCCESS,
+                    Verdict::Tampered => ExitCode::from(1),
+                })
+        }
+        Command::Audit(AuditCommand::Export(args)) => {
+            tokio::task::spawn_blocking(move || crate::audit::cli::export(&settings, &args))
+                .await?
+                .map(|()| ExitCode::SUCCESS)
         }
     };
     if let Some(mut cluster) = cluster {

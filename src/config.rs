@@ -69,6 +69,12 @@ pub const SETTINGS: &[SettingDef] = &[
     plain("CAREWIRE_LOGIN_WINDOW_SECS"),
     secret("CAREWIRE_KEK"),
     plain("CAREWIRE_KEK_FILE"),
+    secret("CAREWIRE_AUDIT_SIGNING_KEY"),
+    plain("CAREWIRE_AUDIT_SIGNING_KEY_FILE"),
+    plain("CAREWIRE_AUDIT_TRUSTED_KEYS"),
+    plain("CAREWIRE_AUDIT_CHECKPOINT_FILE"),
+    plain("CAREWIRE_AUDIT_CHECKPOINT_INTERVAL_SECS"),
+    plain("CAREWIRE_AUDIT_SEAL_INTERVAL_MS"),
 ];
 
 /// The environment variable that names the optional TOML file.
@@ -140,6 +146,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub auth: AuthSettings,
     pub crypto: CryptoSettings,
+    pub audit: AuditSettings,
 }
 
 #[derive(Debug)]
@@ -194,6 +201,20 @@ pub struct CryptoSettings {
     pub kek: Option<SecretBytes>,
     /// A file holding the KEK (base64 of 32 bytes).
     pub kek_file: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct AuditSettings {
+    /// Ed25519 seed (32 bytes) that signs checkpoints.
+    pub signing_key: Option<SecretBytes>,
+    pub signing_key_file: Option<PathBuf>,
+    /// Public keys of earlier signing keys, still trusted when verifying.
+    pub trusted_keys: Vec<[u8; 32]>,
+    /// The external sink: checkpoints are appended here as JSON lines.
+    pub checkpoint_file: PathBuf,
+    pub checkpoint_interval: Duration,
+    /// How often the sealer looks for new events when idle.
+    pub seal_interval: Duration,
 }
 
 /// Secret bytes that zeroize on drop and never print.
@@ -297,15 +318,16 @@ impl Settings {
                 _ => Err("expected `development` or `production`".into()),
             }
         })?;
+        let data_dir = p.parse("CAREWIRE_DATA_DIR", PathBuf::from(".carewire"), |v| {
+            Ok(PathBuf::from(v))
+        })?;
         let settings = Settings {
             environment,
             listen: p.parse("CAREWIRE_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)), |v| {
                 v.parse()
                     .map_err(|_| "expected an address such as 127.0.0.1:8080 or 0.0.0.0:8080".into())
             })?,
-            data_dir: p.parse("CAREWIRE_DATA_DIR", PathBuf::from(".carewire"), |v| {
-                Ok(PathBuf::from(v))
-            })?,
+            data_dir: data_dir.clone(),
             database: DatabaseSettings {
                 url: p.optional("DATABASE_URL", |v| Ok(DatabaseUrl::new(v)))?,
                 pg_bin_dir: p.optional("CAREWIRE_PG_BIN_DIR", |v| Ok(PathBuf::from(v)))?,
@@ -365,6 +387,28 @@ impl Settings {
                 })?,
                 kek_file: p.optional("CAREWIRE_KEK_FILE", |v| Ok(PathBuf::from(v)))?,
             },
+            audit: AuditSettings {
+                signing_key: p.optional("CAREWIRE_AUDIT_SIGNING_KEY", |v| {
+                    parse_key(v).map(|k| SecretBox::new(Box::new(k)))
+                })?,
+                signing_key_file: p.optional("CAREWIRE_AUDIT_SIGNING_KEY_FILE", |v| Ok(PathBuf::from(v)))?,
+                trusted_keys: p.parse("CAREWIRE_AUDIT_TRUSTED_KEYS", Vec::new(), |v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                        .map(|k| {
+                            parse_key(k)
+                                .and_then(|b| b.try_into().map_err(|_| "expected 32 bytes".to_owned()))
+                                .map_err(|_| "expected comma-separated base64 Ed25519 public keys".to_owned())
+                        })
+                        .collect()
+                })?,
+                checkpoint_file: p
+                    .optional("CAREWIRE_AUDIT_CHECKPOINT_FILE", |v| Ok(PathBuf::from(v)))?
+                    .unwrap_or_else(|| data_dir.join("audit-checkpoints.jsonl")),
+                checkpoint_interval: p.secs("CAREWIRE_AUDIT_CHECKPOINT_INTERVAL_SECS", 60, 1, 86_400)?,
+                seal_interval: p.millis("CAREWIRE_AUDIT_SEAL_INTERVAL_MS", 100, 10, 60_000)?,
+            },
         };
         settings.check_production()?;
         Ok(settings)
@@ -379,6 +423,12 @@ impl Settings {
             return Err(ConfigError::RequiredInProduction {
                 setting: "CAREWIRE_JWT_SECRET",
                 hint: "set it to a random string of at least 32 bytes",
+            });
+        }
+        if self.audit.signing_key.is_none() && self.audit.signing_key_file.is_none() {
+            return Err(ConfigError::RequiredInProduction {
+                setting: "CAREWIRE_AUDIT_SIGNING_KEY",
+                hint: "set CAREWIRE_AUDIT_SIGNING_KEY (base64 of a 32-byte Ed25519 seed) or CAREWIRE_AUDIT_SIGNING_KEY_FILE",
             });
         }
         if self.crypto.kek.is_none() && self.crypto.kek_file.is_none() {

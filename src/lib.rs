@@ -20,11 +20,15 @@
 //! - [`auth`]: passwords, access and refresh tokens, login throttling, and the warp
 //!   filters that yield the authenticated caller and enforce roles.
 //! - [`accounts`]: accounts (patients, providers, admins) and their routes.
+//! - [`audit`]: recording audit events in the caller's transaction, the sealer that
+//!   chains and checkpoints them, verification, and the audit routes and commands
+//!   (the model and the chain live in the `carewire-audit` crate).
 //! - [`startup`]: [`startup::Application`], which builds the whole server on a bound
 //!   listener, so tests and `main` start it the same way.
 //! - [`cli`]: the command line (`serve`, `migrate`, `user create`).
 
 pub mod accounts;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

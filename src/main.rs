@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(cli::run(cli.command, settings)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("carewire: {e:#}");

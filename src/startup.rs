@@ -14,6 +14,9 @@ use tokio::task::JoinHandle;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
+use carewire_audit::CheckpointSigner;
+
+use crate::audit::sealer::{Sealer, SealerConfig};
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::{AuthService, SessionCache, password, tokens::TokenKeys};
 use crate::config::Settings;
@@ -47,6 +50,8 @@ pub struct Application {
     state: AppState,
     routes: BoxedFilter<(Response,)>,
     edge: Arc<EdgeConfig>,
+    sealer: SealerConfig,
+    signer: Arc<CheckpointSigner>,
 }
 
 impl std::fmt::Debug for Application {
@@ -98,6 +103,13 @@ impl Application {
             sessions: SessionCache::new(settings.auth.session_check_ttl),
             dummy_hash: dummy_password_hash().await?,
         };
+        let signer = Arc::new(crate::crypto::audit_key::checkpoint_signer(&settings)?);
+        let sealer = SealerConfig {
+            database_url: url.expose().to_owned(),
+            checkpoint_file: settings.audit.checkpoint_file.clone(),
+            seal_interval: settings.audit.seal_interval,
+            checkpoint_interval: settings.audit.checkpoint_interval,
+        };
         let edge = Arc::new(EdgeConfig::from_settings(&settings.http));
         let state = AppState::new(Shared {
             settings: settings.clone(),
@@ -116,6 +128,8 @@ impl Application {
             state,
             routes,
             edge,
+            sealer,
+            signer,
         })
     }
 
@@ -132,10 +146,21 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
         tracing::info!(address = %self.local_addr, "listening");
         let background = spawn_background(&self.state);
+        let sealer = match Sealer::spawn(self.sealer, self.signer) {
+            Ok(sealer) => Some(sealer),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the audit sealer");
+                None
+            }
+        };
         let grace = self.state.settings.http.shutdown_grace;
         crate::http::server::serve(self.listener, self.routes, self.edge, shutdown, grace).await;
         for task in background {
             task.abort();
+        }
+        // Seal what the last requests committed, and sign a final checkpoint.
+        if let Some(sealer) = sealer {
+            let _ = tokio::task::spawn_blocking(move || sealer.stop()).await;
         }
     }
 }

@@ -14,6 +14,7 @@
 //! copied to another row or column does not decrypt. Plaintext leaves this module
 //! only in zeroizing buffers, and no error carries any of it.
 
+pub mod audit_key;
 pub mod blind_index;
 pub mod field;
 pub mod kek;

@@ -13,6 +13,7 @@ pub mod body;
 pub mod edge;
 pub mod health;
 pub mod metrics;
+pub mod query;
 pub mod reply;
 pub mod routes;
 pub mod server;
@@ -36,6 +37,8 @@ pub fn routes(state: &AppState, extra: Option<BoxedFilter<(Response,)>>) -> Boxe
         .or(crate::auth::routes::routes(state))
         .unify()
         .or(crate::accounts::routes::routes(state))
+        .unify()
+        .or(crate::audit::routes::routes(state))
         .unify()
         .boxed();
     let api = match extra {

@@ -33,6 +33,8 @@ pub const ROUTES: &[RouteDef] = &[
     route("POST", "/v1/admin/users"),
     route("GET", "/v1/admin/users/{id}"),
     route("POST", "/v1/admin/users/{id}/disable"),
+    // audit
+    route("GET", "/v1/admin/audit"),
 ];
 
 fn matches(template: &str, path: &str) -> bool {

@@ -1,0 +1,93 @@
+//! The server's side of the audit log: recording events in the caller's transaction,
+//! the sealer that chains them and signs checkpoints, verification over the database,
+//! the admin and patient views, and `carewire audit verify|export`.
+//!
+//! The model, encoding, chain and verification rules live in `carewire-audit`; this
+//! module only wires them to requests, the pool and the command line.
+//!
+//! Rule for every feature: a change, or a read of patient data, and its audit event
+//! are written in one transaction with [`record`]. If the audit write fails, the
+//! transaction rolls back and the request fails: nothing happens unrecorded.
+
+pub mod cli;
+pub mod routes;
+pub mod sealer;
+pub mod verification;
+pub mod view;
+
+use diesel::pg::PgConnection;
+
+pub use carewire_audit::event::{Actor, AuditEvent, Code, DetailValue, action, purpose, resource};
+
+use crate::auth::{Caller, Role};
+use crate::error::Error;
+use crate::http::RequestContext;
+
+/// An event stamped with where the request came from.
+pub fn event(
+    ctx: &RequestContext,
+    actor: Actor,
+    action: Code,
+    resource_type: Code,
+    purpose: Code,
+) -> AuditEvent {
+    AuditEvent::new(actor, action, resource_type, purpose).origin(
+        Some(ctx.request_id.as_str()),
+        ctx.client_ip,
+        ctx.user_agent.as_deref(),
+    )
+}
+
+/// The audit actor for a caller.
+pub fn actor(caller: &Caller) -> Actor {
+    user(caller.account_id, caller.role)
+}
+
+/// The audit actor for an account.
+pub fn user(id: uuid::Uuid, role: Role) -> Actor {
+    Actor::User {
+        id,
+        role: role_code(role),
+    }
+}
+
+pub fn role_code(role: Role) -> Code {
+    match role {
+        Role::Patient => Code::new("patient"),
+        Role::Provider => Code::new("provider"),
+        Role::Admin => Code::new("admin"),
+    }
+}
+
+/// Records that `caller` was refused, in a transaction of its own (nothing else
+/// happened to record it with). The refusal stands only once it is recorded.
+pub async fn record_denial(
+    state: &crate::state::AppState,
+    ctx: &RequestContext,
+    caller: &Caller,
+    resource_type: Code,
+    resource_id: Option<uuid::Uuid>,
+    reason: Code,
+) -> Result<(), Error> {
+    let mut event = event(
+        ctx,
+        actor(caller),
+        action::ACCESS_DENIED,
+        resource_type,
+        purpose::SYSTEM_ADMINISTRATION,
+    )
+    .failed(reason);
+    event.resource_id = resource_id;
+    state.db.run(move |conn| record(conn, &event)).await
+}
+
+/// Records `event` in the caller's transaction. An error here must fail the
+/// operation: callers propagate it with `?` inside their transaction.
+pub fn record(conn: &mut PgConnection, event: &AuditEvent) -> Result<(), Error> {
+    carewire_audit::store::record(conn, event)
+        .map(|_| ())
+        .map_err(|e| {
+            metrics::counter!("audit_write_failures_total").increment(1);
+            Error::Internal(anyhow::Error::new(e).context("writing the audit event failed"))
+        })
+}
