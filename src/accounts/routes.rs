@@ -1,5 +1,6 @@
 //! Account routes: the caller's own account, and account administration.
 
+use diesel::Connection;
 use http::StatusCode;
 use http::header::{HeaderValue, LOCATION};
 use secrecy::SecretString;
@@ -10,9 +11,10 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
 use super::Email;
+use crate::audit::{self, Code, DetailValue};
 use crate::auth::{self, Caller, Role, password};
 use crate::error::Error;
-use crate::http::{body, reply, with_state};
+use crate::http::{RequestContext, body, reply, request_context, with_state};
 use crate::state::AppState;
 
 const ADMINS: &[Role] = &[Role::Admin];
@@ -28,23 +30,37 @@ pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// GET /v1/me: the signed-in account.
+/// GET /v1/me: the signed-in account (its email is personal data: the read is audited).
 fn me(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "me")
         .and(warp::get())
         .and(auth::caller(state))
+        .and(request_context())
         .and(with_state(state))
-        .then(|caller: Caller, state: AppState| async move {
-            reply::respond(
-                state
-                    .with_db(move |conn, state| {
-                        let account = super::find(conn, caller.account_id)?;
-                        super::view(&state.crypto, &account)
-                    })
-                    .await
-                    .map(|view| reply::json(StatusCode::OK, &view)),
-            )
-        })
+        .then(
+            |caller: Caller, ctx: RequestContext, state: AppState| async move {
+                reply::respond(
+                    state
+                        .with_db(move |conn, state| {
+                            conn.transaction(|conn| {
+                                let account = super::find(conn, caller.account_id)?;
+                                let event = audit::event(
+                                    &ctx,
+                                    audit::actor(&caller),
+                                    audit::action::READ,
+                                    audit::resource::ACCOUNT,
+                                    audit::purpose::PATIENT_REQUEST,
+                                )
+                                .resource(account.id);
+                                audit::record(conn, &event)?;
+                                super::view(&state.crypto, &account)
+                            })
+                        })
+                        .await
+                        .map(|view| reply::json(StatusCode::OK, &view)),
+                )
+            },
+        )
         .boxed()
 }
 
@@ -61,22 +77,42 @@ fn create_user(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "admin" / "users")
         .and(warp::post())
         .and(auth::with_role(state, ADMINS))
+        .and(request_context())
         .and(body::json::<CreateUser>(state.settings.http.body_limit))
         .and(with_state(state))
-        .then(|admin: Caller, input: CreateUser, state: AppState| async move {
-            reply::respond(create_user_handler(admin, input, state).await)
-        })
+        .then(
+            |admin: Caller, ctx: RequestContext, input: CreateUser, state: AppState| async move {
+                reply::respond(create_user_handler(admin, ctx, input, state).await)
+            },
+        )
         .boxed()
 }
 
-async fn create_user_handler(admin: Caller, input: CreateUser, state: AppState) -> Result<Response, Error> {
+async fn create_user_handler(
+    admin: Caller,
+    ctx: RequestContext,
+    input: CreateUser,
+    state: AppState,
+) -> Result<Response, Error> {
     let email = Email::parse(&input.email)?;
     let password_hash = hash_new_password(&email, input.password).await?;
     let role = input.role;
     let view = state
         .with_db(move |conn, state| {
-            let account = super::create(conn, &state.crypto, &email, role, password_hash)?;
-            super::view(&state.crypto, &account)
+            conn.transaction(|conn| {
+                let account = super::create(conn, &state.crypto, &email, role, password_hash)?;
+                let event = audit::event(
+                    &ctx,
+                    audit::actor(&admin),
+                    audit::action::CREATE,
+                    audit::resource::ACCOUNT,
+                    audit::purpose::SYSTEM_ADMINISTRATION,
+                )
+                .resource(account.id)
+                .detail(Code::new("role"), DetailValue::Code(audit::role_code(role)));
+                audit::record(conn, &event)?;
+                super::view(&state.crypto, &account)
+            })
         })
         .await?;
     tracing::info!(admin.id = %admin.account_id, account.id = %view.id, role = %view.role, "account created by admin");
@@ -104,18 +140,32 @@ fn get_user(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "admin" / "users" / Uuid)
         .and(warp::get())
         .and(auth::with_role(state, ADMINS))
+        .and(request_context())
         .and(with_state(state))
-        .then(|id: Uuid, _admin: Caller, state: AppState| async move {
-            reply::respond(
-                state
-                    .with_db(move |conn, state| {
-                        let account = super::find(conn, id)?;
-                        super::view(&state.crypto, &account)
-                    })
-                    .await
-                    .map(|view| reply::json(StatusCode::OK, &view)),
-            )
-        })
+        .then(
+            |id: Uuid, admin: Caller, ctx: RequestContext, state: AppState| async move {
+                reply::respond(
+                    state
+                        .with_db(move |conn, state| {
+                            conn.transaction(|conn| {
+                                let account = super::find(conn, id)?;
+                                let event = audit::event(
+                                    &ctx,
+                                    audit::actor(&admin),
+                                    audit::action::READ,
+                                    audit::resource::ACCOUNT,
+                                    audit::purpose::SYSTEM_ADMINISTRATION,
+                                )
+                                .resource(id);
+                                audit::record(conn, &event)?;
+                                super::view(&state.crypto, &account)
+                            })
+                        })
+                        .await
+                        .map(|view| reply::json(StatusCode::OK, &view)),
+                )
+            },
+        )
         .boxed()
 }
 
@@ -126,14 +176,22 @@ fn disable_user(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "admin" / "users" / Uuid / "disable")
         .and(warp::post())
         .and(auth::with_role(state, ADMINS))
+        .and(request_context())
         .and(with_state(state))
-        .then(|id: Uuid, admin: Caller, state: AppState| async move {
-            reply::respond(disable_handler(id, admin, state).await)
-        })
+        .then(
+            |id: Uuid, admin: Caller, ctx: RequestContext, state: AppState| async move {
+                reply::respond(disable_handler(id, admin, ctx, state).await)
+            },
+        )
         .boxed()
 }
 
-async fn disable_handler(id: Uuid, admin: Caller, state: AppState) -> Result<Response, Error> {
+async fn disable_handler(
+    id: Uuid,
+    admin: Caller,
+    ctx: RequestContext,
+    state: AppState,
+) -> Result<Response, Error> {
     if id == admin.account_id {
         return Err(Error::conflict(
             "cannot_disable_self",
@@ -142,8 +200,24 @@ async fn disable_handler(id: Uuid, admin: Caller, state: AppState) -> Result<Res
     }
     let (view, ended) = state
         .with_db(move |conn, state| {
-            let (account, ended) = super::disable(conn, id)?;
-            Ok((super::view(&state.crypto, &account)?, ended))
+            conn.transaction(|conn| {
+                let (account, ended) = super::disable(conn, id)?;
+                let event = audit::event(
+                    &ctx,
+                    audit::actor(&admin),
+                    audit::action::UPDATE,
+                    audit::resource::ACCOUNT,
+                    audit::purpose::SYSTEM_ADMINISTRATION,
+                )
+                .resource(id)
+                .detail(Code::new("change"), DetailValue::Code(Code::new("disabled")))
+                .detail(
+                    Code::new("sessions_ended"),
+                    DetailValue::Count(ended.len() as i64),
+                );
+                audit::record(conn, &event)?;
+                Ok((super::view(&state.crypto, &account)?, ended))
+            })
         })
         .await?;
     let sessions_ended = ended.len();

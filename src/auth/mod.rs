@@ -89,19 +89,34 @@ pub fn caller(state: &AppState) -> impl Filter<Extract = (Caller,), Error = Reje
 }
 
 /// Yields the caller if their role is one of `roles`; 401 without credentials, 403
-/// with the wrong role.
+/// with the wrong role (audited as `access_denied`).
 pub fn with_role(
     state: &AppState,
     roles: &'static [Role],
 ) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone + use<> {
-    caller(state).and_then(move |caller: Caller| async move {
-        if roles.contains(&caller.role) {
-            Ok(caller)
-        } else {
-            tracing::info!(account.id = %caller.account_id, role = %caller.role, "forbidden by role");
-            Err(warp::reject::custom(Error::Forbidden))
-        }
-    })
+    let audit_state = state.clone();
+    caller(state).and(crate::http::request_context()).and_then(
+        move |caller: Caller, ctx: crate::http::RequestContext| {
+            let state = audit_state.clone();
+            async move {
+                if roles.contains(&caller.role) {
+                    return Ok(caller);
+                }
+                tracing::info!(account.id = %caller.account_id, role = %caller.role, "forbidden by role");
+                crate::audit::record_denial(
+                    &state,
+                    &ctx,
+                    &caller,
+                    crate::audit::resource::ROUTE,
+                    None,
+                    crate::audit::Code::new("role_not_allowed"),
+                )
+                .await
+                .map_err(warp::reject::custom)?;
+                Err(warp::reject::custom(Error::Forbidden))
+            }
+        },
+    )
 }
 
 async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Caller, Error> {

@@ -1,5 +1,6 @@
 //! Authentication routes: register, login, refresh, logout.
 
+use diesel::Connection;
 use http::StatusCode;
 use http::header::{HeaderValue, LOCATION};
 use secrecy::SecretString;
@@ -12,6 +13,7 @@ use warp::reply::Response;
 use super::sessions::{self, Refreshed, RevokeReason};
 use super::{Caller, Role, password};
 use crate::accounts::{self, Email};
+use crate::audit::{self, Code, DetailValue};
 use crate::error::Error;
 use crate::http::{RequestContext, body, reply, request_context, with_state};
 use crate::state::AppState;
@@ -95,8 +97,23 @@ async fn register_handler(
     let password_hash = crate::accounts::routes::hash_new_password(&email, input.password).await?;
     let view = state
         .with_db(move |conn, state| {
-            let account = accounts::create(conn, &state.crypto, &email, Role::Patient, password_hash)?;
-            accounts::view(&state.crypto, &account)
+            conn.transaction(|conn| {
+                let account = accounts::create(conn, &state.crypto, &email, Role::Patient, password_hash)?;
+                let event = audit::event(
+                    &ctx,
+                    audit::user(account.id, Role::Patient),
+                    audit::action::CREATE,
+                    audit::resource::ACCOUNT,
+                    audit::purpose::PATIENT_REQUEST,
+                )
+                .resource(account.id)
+                .detail(
+                    Code::new("via"),
+                    DetailValue::Code(Code::new("self_registration")),
+                );
+                audit::record(conn, &event)?;
+                accounts::view(&state.crypto, &account)
+            })
         })
         .await?;
     tracing::info!(account.id = %view.id, "patient registered");
@@ -131,7 +148,8 @@ async fn login_handler(ctx: RequestContext, input: Credentials, state: AppState)
         .await?;
 
     // Unknown email, disabled account or wrong password: the same answer after the
-    // same argon2 work, so neither the body nor the timing tells them apart.
+    // same argon2 work, so neither the body nor the timing tells them apart. Only the
+    // audit trail records which it was.
     let hash = account
         .as_ref()
         .map(|a| a.password_hash.clone())
@@ -140,20 +158,56 @@ async fn login_handler(ctx: RequestContext, input: Credentials, state: AppState)
     let matches = tokio::task::spawn_blocking(move || password::verify(&password, &hash))
         .await
         .map_err(|_| Error::internal("password verification was interrupted"))?;
-    let account = match account {
-        Some(account) if matches && account.disabled_at.is_none() => account,
+    let (account, role) = match account {
+        Some(account) if matches && account.disabled_at.is_none() => {
+            let role = account.role()?;
+            (account, role)
+        }
         other => {
             metrics::counter!("auth_login_failures_total").increment(1);
+            let (actor, reason) = match &other {
+                None => (audit::Actor::Anonymous, Code::new("unknown_email")),
+                Some(a) => (
+                    audit::user(a.id, a.role()?),
+                    if a.disabled_at.is_some() {
+                        Code::new("account_disabled")
+                    } else {
+                        Code::new("wrong_password")
+                    },
+                ),
+            };
             tracing::info!(account.id = ?other.map(|a| a.id), "login failed");
+            let event = audit::event(
+                &ctx,
+                actor,
+                audit::action::LOGIN_FAILED,
+                audit::resource::SESSION,
+                audit::purpose::SYSTEM_ADMINISTRATION,
+            )
+            .failed(reason);
+            state.db.run(move |conn| audit::record(conn, &event)).await?;
             return Err(BAD_CREDENTIALS);
         }
     };
-    let role = account.role()?;
     let account_id = account.id;
     let ttl = state.auth.keys.refresh_ttl;
     let started = state
         .db
-        .run(move |conn| sessions::start(conn, account_id, ttl))
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                let started = sessions::start(conn, account_id, ttl)?;
+                let event = audit::event(
+                    &ctx,
+                    audit::user(account_id, role),
+                    audit::action::LOGIN,
+                    audit::resource::SESSION,
+                    audit::purpose::SYSTEM_ADMINISTRATION,
+                )
+                .resource(started.session_id);
+                audit::record(conn, &event)?;
+                Ok::<_, Error>(started)
+            })
+        })
         .await?;
     tracing::info!(account.id = %account_id, session.id = %started.session_id, "signed in");
     token_response(
@@ -175,21 +229,62 @@ struct RefreshRequest {
 fn refresh(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "auth" / "refresh")
         .and(warp::post())
+        .and(request_context())
         .and(body::json::<RefreshRequest>(state.settings.http.body_limit))
         .and(with_state(state))
-        .then(|input: RefreshRequest, state: AppState| async move {
-            reply::respond(refresh_handler(input, state).await)
-        })
+        .then(
+            |ctx: RequestContext, input: RefreshRequest, state: AppState| async move {
+                reply::respond(refresh_handler(ctx, input, state).await)
+            },
+        )
         .boxed()
 }
 
-async fn refresh_handler(input: RefreshRequest, state: AppState) -> Result<Response, Error> {
+async fn refresh_handler(
+    ctx: RequestContext,
+    input: RefreshRequest,
+    state: AppState,
+) -> Result<Response, Error> {
     use secrecy::ExposeSecret;
     let presented = input.refresh_token.expose_secret().to_owned();
     let ttl = state.auth.keys.refresh_ttl;
+    // Rotation (or, on reuse, revocation of the family) commits with its audit event.
     let outcome = state
         .db
-        .run(move |conn| sessions::rotate(conn, &presented, ttl))
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                let outcome = sessions::rotate(conn, &presented, ttl)?;
+                let event = |account_id, role, session_id| {
+                    audit::event(
+                        &ctx,
+                        audit::user(account_id, role),
+                        audit::action::TOKEN_REFRESH,
+                        audit::resource::SESSION,
+                        audit::purpose::SYSTEM_ADMINISTRATION,
+                    )
+                    .resource(session_id)
+                };
+                match &outcome {
+                    Refreshed::Rotated {
+                        account_id,
+                        role,
+                        session_id,
+                        ..
+                    } => audit::record(conn, &event(*account_id, *role, *session_id))?,
+                    Refreshed::Reused {
+                        account_id,
+                        role,
+                        session_id,
+                    } => audit::record(
+                        conn,
+                        &event(*account_id, *role, *session_id)
+                            .failed(Code::new("token_reuse_session_revoked")),
+                    )?,
+                    Refreshed::Invalid => {}
+                }
+                Ok::<_, Error>(outcome)
+            })
+        })
         .await?;
     match outcome {
         Refreshed::Rotated {
@@ -201,6 +296,7 @@ async fn refresh_handler(input: RefreshRequest, state: AppState) -> Result<Respo
         Refreshed::Reused {
             account_id,
             session_id,
+            ..
         } => {
             state.auth.sessions.ended([session_id]);
             metrics::counter!("auth_refresh_reuse_total").increment(1);
@@ -221,18 +317,34 @@ fn logout(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "auth" / "logout")
         .and(warp::post())
         .and(super::caller(state))
+        .and(request_context())
         .and(with_state(state))
-        .then(|caller: Caller, state: AppState| async move {
-            let session_id = caller.session_id;
-            let result = state
-                .db
-                .run(move |conn| sessions::revoke(conn, session_id, RevokeReason::Logout))
-                .await;
-            reply::respond(result.map(|_| {
-                state.auth.sessions.ended([session_id]);
-                tracing::info!(account.id = %caller.account_id, session.id = %session_id, "signed out");
-                reply::empty(StatusCode::NO_CONTENT)
-            }))
-        })
+        .then(
+            |caller: Caller, ctx: RequestContext, state: AppState| async move {
+                let session_id = caller.session_id;
+                let result = state
+                    .db
+                    .run(move |conn| {
+                        conn.transaction(|conn| {
+                            sessions::revoke(conn, session_id, RevokeReason::Logout)?;
+                            let event = audit::event(
+                                &ctx,
+                                audit::actor(&caller),
+                                audit::action::LOGOUT,
+                                audit::resource::SESSION,
+                                audit::purpose::SYSTEM_ADMINISTRATION,
+                            )
+                            .resource(session_id);
+                            audit::record(conn, &event)
+                        })
+                    })
+                    .await;
+                reply::respond(result.map(|()| {
+                    state.auth.sessions.ended([session_id]);
+                    tracing::info!(account.id = %caller.account_id, session.id = %session_id, "signed out");
+                    reply::empty(StatusCode::NO_CONTENT)
+                }))
+            },
+        )
         .boxed()
 }

@@ -91,7 +91,11 @@ pub enum Refreshed {
         refresh_token: String,
     },
     /// The token had already been exchanged: the session is now revoked.
-    Reused { account_id: Uuid, session_id: Uuid },
+    Reused {
+        account_id: Uuid,
+        role: Role,
+        session_id: Uuid,
+    },
     /// Unknown, expired, or its session or account has ended.
     Invalid,
 }
@@ -137,20 +141,21 @@ pub fn rotate(
         if row.session_revoked_at.is_some() || row.disabled_at.is_some() {
             return Ok(Refreshed::Invalid);
         }
+        let role: Role = row
+            .role
+            .parse()
+            .map_err(|_| Error::internal("an account has an unknown role"))?;
         if row.rotated_at.is_some() {
             revoke(conn, row.session_id, RevokeReason::TokenReuse)?;
             return Ok(Refreshed::Reused {
                 account_id: row.account_id,
+                role,
                 session_id: row.session_id,
             });
         }
         if row.expires_at <= Utc::now() {
             return Ok(Refreshed::Invalid);
         }
-        let role: Role = row
-            .role
-            .parse()
-            .map_err(|_| Error::internal("an account has an unknown role"))?;
         diesel::update(refresh_tokens::table.filter(refresh_tokens::token_hash.eq(hash.as_slice())))
             .set(refresh_tokens::rotated_at.eq(diesel::dsl::now))
             .execute(conn)?;
