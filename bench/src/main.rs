@@ -10,8 +10,12 @@
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on standard output")]
 
+mod audit;
 mod cold_start;
+mod db;
 mod report;
+
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -32,10 +36,21 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// Audit log: transactions per second with concurrent writers, each inserting a
+    /// row plus its audit event, against the same inserts without audit (baseline);
+    /// sealing lag percentiles; verification speed in entries per second.
+    Audit {
+        /// Seconds per run (baseline, then audited).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 16)]
+        writers: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().scenario {
         Scenario::ColdStart { runs } => cold_start::run(runs),
+        Scenario::Audit { seconds, writers } => audit::run(Duration::from_secs(seconds), writers),
     }
 }

@@ -24,6 +24,14 @@ impl Samples {
         let _ = self.histogram.record(micros.min(600_000_000));
     }
 
+    pub fn merge(&mut self, other: &Samples) {
+        let _ = self.histogram.add(&other.histogram);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.histogram.len()
+    }
+
     pub fn percentile_ms(&self, p: f64) -> f64 {
         self.histogram.value_at_quantile(p / 100.0) as f64 / 1000.0
     }

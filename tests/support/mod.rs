@@ -28,6 +28,7 @@ pub use database::{TestDatabase, with_param};
 
 pub const JWT_SECRET: &str = "test-signing-secret-that-is-32-bytes-or-more";
 pub const KEK: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+pub const AUDIT_SIGNING_KEY: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 pub const PASSWORD: &str = "correct horse battery staple";
 
 static LOGS: Once = Once::new();
@@ -108,6 +109,7 @@ impl TestAppBuilder {
             ("CAREWIRE_DATA_DIR".into(), data_dir.path().display().to_string()),
             ("CAREWIRE_JWT_SECRET".into(), JWT_SECRET.into()),
             ("CAREWIRE_KEK".into(), KEK.into()),
+            ("CAREWIRE_AUDIT_SIGNING_KEY".into(), AUDIT_SIGNING_KEY.into()),
             ("CAREWIRE_DB_POOL_SIZE".into(), "4".into()),
             ("CAREWIRE_DB_ACQUIRE_TIMEOUT_MS".into(), "1500".into()),
             ("CAREWIRE_SHUTDOWN_GRACE_SECS".into(), "5".into()),
@@ -167,6 +169,16 @@ impl TestApp {
 
     pub async fn spawn() -> TestApp {
         TestApp::builder().spawn().await
+    }
+
+    /// The server's data folder (development keys, the audit checkpoint file).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data_dir.path()
+    }
+
+    /// The external audit checkpoint file.
+    pub fn checkpoint_file(&self) -> std::path::PathBuf {
+        self.state.settings.audit.checkpoint_file.clone()
     }
 
     pub fn url(&self, path: &str) -> String {
