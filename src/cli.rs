@@ -47,6 +47,10 @@ pub enum Command {
     /// Verify or export the audit log.
     #[command(subcommand)]
     Audit(crate::audit::cli::AuditCommand),
+    /// Manage the keys that encrypt patient data: status, rotate, rewrap, retire,
+    /// rotate-kek.
+    #[command(subcommand)]
+    Keys(crate::crypto::commands::KeysCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +65,9 @@ pub enum UserCommand {
         /// What the account may do.
         #[arg(long, value_enum)]
         role: CliRole,
+        /// The name others see (in patients' access logs, for example).
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -86,9 +93,11 @@ pub async fn run(command: Command, mut settings: Settings) -> anyhow::Result<Exi
     let result = match command {
         Command::Serve => serve(settings).await.map(|()| ExitCode::SUCCESS),
         Command::Migrate => migrate(settings).await.map(|()| ExitCode::SUCCESS),
-        Command::User(UserCommand::Create { email, role }) => create_user(settings, &email, role.into())
-            .await
-            .map(|()| ExitCode::SUCCESS),
+        Command::User(UserCommand::Create { email, role, name }) => {
+            create_user(settings, &email, role.into(), name.as_deref())
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        }
         Command::Audit(AuditCommand::Verify(args)) => {
             tokio::task::spawn_blocking(move || crate::audit::cli::verify(&settings, &args))
                 .await?
@@ -96,6 +105,11 @@ pub async fn run(command: Command, mut settings: Settings) -> anyhow::Result<Exi
                     Verdict::Intact => ExitCode::SUCCESS,
                     Verdict::Tampered => ExitCode::from(1),
                 })
+        }
+        Command::Keys(keys) => {
+            tokio::task::spawn_blocking(move || crate::crypto::commands::run(&settings, &keys))
+                .await?
+                .map(|()| ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::Export(args)) => {
             tokio::task::spawn_blocking(move || crate::audit::cli::export(&settings, &args))
@@ -190,8 +204,10 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
 }
 
 #[expect(clippy::print_stdout, reason = "command-line output")]
-async fn create_user(settings: Settings, email: &str, role: Role) -> anyhow::Result<()> {
+async fn create_user(settings: Settings, email: &str, role: Role, name: Option<&str>) -> anyhow::Result<()> {
     let email = Email::parse(email).map_err(|_| anyhow::anyhow!("--email is not a valid email address"))?;
+    let display_name =
+        accounts::parse_display_name(role, name).map_err(|e| anyhow::anyhow!("--name {}", reason_of(&e)))?;
     let password = read_password()?;
     let hints: Vec<String> = email.password_hints().into_iter().map(str::to_owned).collect();
     let (kek, _) = Kek::from_settings(&settings)?;
@@ -202,16 +218,30 @@ async fn create_user(settings: Settings, email: &str, role: Role) -> anyhow::Res
         let hash = password::hash(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut conn = connect(&settings)?;
         crate::db::run_migrations(&mut conn)?;
-        let crypto = Crypto::load_or_init(&mut conn, &kek)?;
+        let crypto = open_crypto(&settings, kek)?;
         let account = accounts::create(&mut conn, &crypto, &email, role, hash).map_err(|e| match e {
             crate::Error::Conflict { .. } => anyhow::anyhow!("an account with this email already exists"),
             other => anyhow::anyhow!("{other}"),
         })?;
+        accounts::set_display_name(&mut conn, account.id, display_name.as_deref())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(account.id)
     })
     .await??;
     println!("Created {role} account {account_id}.");
     Ok(())
+}
+
+/// The key ring, on its own connection.
+pub fn open_crypto(settings: &Settings, kek: Kek) -> anyhow::Result<Crypto> {
+    let url = settings.database.url.as_ref().context("no database configured")?;
+    Ok(Crypto::open(
+        url.expose(),
+        kek,
+        crate::crypto::CryptoOptions {
+            max_encryptions_per_key: settings.crypto.max_encryptions_per_key,
+        },
+    )?)
 }
 
 fn reason_of(err: &crate::Error) -> String {

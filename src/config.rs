@@ -69,6 +69,11 @@ pub const SETTINGS: &[SettingDef] = &[
     plain("CAREWIRE_LOGIN_WINDOW_SECS"),
     secret("CAREWIRE_KEK"),
     plain("CAREWIRE_KEK_FILE"),
+    plain("CAREWIRE_KEY_MAX_ENCRYPTIONS"),
+    plain("CAREWIRE_KEYRING_REFRESH_SECS"),
+    plain("CAREWIRE_KEY_RETIRE_GRACE_SECS"),
+    plain("CAREWIRE_CARE_RELATIONSHIP_DAYS"),
+    plain("CAREWIRE_BREAK_GLASS_MINUTES"),
     secret("CAREWIRE_AUDIT_SIGNING_KEY"),
     plain("CAREWIRE_AUDIT_SIGNING_KEY_FILE"),
     plain("CAREWIRE_AUDIT_TRUSTED_KEYS"),
@@ -147,6 +152,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub crypto: CryptoSettings,
     pub audit: AuditSettings,
+    pub records: RecordsSettings,
 }
 
 #[derive(Debug)]
@@ -201,6 +207,22 @@ pub struct CryptoSettings {
     pub kek: Option<SecretBytes>,
     /// A file holding the KEK (base64 of 32 bytes).
     pub kek_file: Option<PathBuf>,
+    /// Encryptions one data key may perform before a new version takes over.
+    pub max_encryptions_per_key: u64,
+    /// How often each instance reloads the key ring.
+    pub keyring_refresh: Duration,
+    /// How long after a rotation the previous version may not be retired (instances
+    /// may still be writing with it until they reload).
+    pub retire_grace: Duration,
+}
+
+#[derive(Debug)]
+pub struct RecordsSettings {
+    /// How far before and after an appointment (or a provider's registering the
+    /// patient) the provider may read the patient's record.
+    pub care_relationship_window: Duration,
+    /// How long a break-glass grant lasts.
+    pub break_glass_duration: Duration,
 }
 
 #[derive(Debug)]
@@ -386,6 +408,17 @@ impl Settings {
                     parse_key(v).map(|k| SecretBox::new(Box::new(k)))
                 })?,
                 kek_file: p.optional("CAREWIRE_KEK_FILE", |v| Ok(PathBuf::from(v)))?,
+                max_encryptions_per_key: p.number("CAREWIRE_KEY_MAX_ENCRYPTIONS", 1 << 30, 16, 1 << 31)?,
+                keyring_refresh: p.secs("CAREWIRE_KEYRING_REFRESH_SECS", 10, 1, 3600)?,
+                retire_grace: p.secs("CAREWIRE_KEY_RETIRE_GRACE_SECS", 60, 0, 86_400)?,
+            },
+            records: RecordsSettings {
+                care_relationship_window: p
+                    .number("CAREWIRE_CARE_RELATIONSHIP_DAYS", 90u64, 1, 3650)
+                    .map(|d| Duration::from_secs(d * 86_400))?,
+                break_glass_duration: p
+                    .number("CAREWIRE_BREAK_GLASS_MINUTES", 60u64, 1, 24 * 60)
+                    .map(|m| Duration::from_secs(m * 60))?,
             },
             audit: AuditSettings {
                 signing_key: p.optional("CAREWIRE_AUDIT_SIGNING_KEY", |v| {

@@ -20,7 +20,7 @@ use crate::audit::sealer::{Sealer, SealerConfig};
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::{AuthService, SessionCache, password, tokens::TokenKeys};
 use crate::config::Settings;
-use crate::crypto::{Crypto, Kek, kek::KekSource};
+use crate::crypto::{Crypto, CryptoOptions, Kek, kek::KekSource};
 use crate::db::{self, Db};
 use crate::http::edge::EdgeConfig;
 use crate::state::{AppState, Shared};
@@ -74,6 +74,15 @@ impl Application {
             .as_ref()
             .context("no database URL: start the embedded cluster or set DATABASE_URL first")?;
         crate::http::metrics::handle();
+        if cfg!(feature = "insecure-plaintext-fields") {
+            anyhow::ensure!(
+                settings.environment != crate::config::Environment::Production,
+                "this build stores patient data in plaintext (feature insecure-plaintext-fields) and must not run in production"
+            );
+            tracing::error!(
+                "THIS BUILD STORES PATIENT DATA IN PLAINTEXT: it exists only to benchmark encryption"
+            );
+        }
         let db = Db::connect(url, &settings.database);
 
         let (kek, kek_source) = Kek::from_settings(&settings)?;
@@ -82,13 +91,17 @@ impl Application {
         }
         let crypto = {
             let db = db.clone();
+            let url = url.expose().to_owned();
+            let options = CryptoOptions {
+                max_encryptions_per_key: settings.crypto.max_encryptions_per_key,
+            };
             tokio::task::spawn_blocking(move || -> anyhow::Result<Crypto> {
                 let mut conn = wait_for_database(&db)?;
                 let applied = db::run_migrations(&mut conn)?;
                 if !applied.is_empty() {
                     tracing::info!(count = applied.len(), versions = ?applied, "applied database migrations");
                 }
-                Ok(Crypto::load_or_init(&mut conn, &kek)?)
+                Ok(Crypto::open(&url, kek, options)?)
             })
             .await??
         };
@@ -167,13 +180,47 @@ impl Application {
 
 fn spawn_background(state: &AppState) -> Vec<JoinHandle<()>> {
     let throttle_state = state.clone();
-    vec![tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(60));
-        loop {
+    let keyring_state = state.clone();
+    let break_glass_state = state.clone();
+    vec![
+        // End expired break-glass grants, and record each end.
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                every.tick().await;
+                let ended = break_glass_state
+                    .db
+                    .run(crate::records::break_glass::end_expired)
+                    .await;
+                match ended {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(grants = n, "break-glass grants expired"),
+                    Err(e) => tracing::warn!(error = %e, "ending expired break-glass grants failed"),
+                }
+            }
+        }),
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                throttle_state.auth.throttle.prune();
+            }
+        }),
+        // Pick up key versions created or retired by the CLI or another instance.
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(keyring_state.settings.crypto.keyring_refresh);
             every.tick().await;
-            throttle_state.auth.throttle.prune();
-        }
-    })]
+            loop {
+                every.tick().await;
+                let crypto = keyring_state.crypto.clone();
+                match tokio::task::spawn_blocking(move || crypto.refresh()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "reloading the key ring failed"),
+                    Err(_) => tracing::warn!("reloading the key ring was interrupted"),
+                }
+            }
+        }),
+    ]
 }
 
 /// A pooled connection, retrying while the database starts.

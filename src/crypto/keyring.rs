@@ -1,8 +1,10 @@
 //! Versioned data-encryption keys, stored in `data_keys` wrapped by the KEK.
 //!
 //! New writes use the newest key that is not retired; every version still held
-//! decrypts. On a new database the first version is created here; several instances
-//! starting at once agree on it through the primary key.
+//! decrypts. Retiring a version destroys its wrapped key (crypto-shredding), so
+//! nothing sealed under it can be opened again. On a new database the first version
+//! is created here; several instances starting at once agree on it through the
+//! primary key.
 
 use std::collections::BTreeMap;
 
@@ -80,6 +82,9 @@ impl Keyring {
         let mut keys = BTreeMap::new();
         let mut current = None;
         for row in rows {
+            if row.retired_at.is_some() && row.wrapped_key.is_empty() {
+                continue; // destroyed
+            }
             if row.kek_id != kek.id() {
                 return Err(CryptoError::WrongKek {
                     configured: kek.id(),
@@ -111,6 +116,38 @@ impl Keyring {
     pub fn get(&self, version: u32) -> Option<&DataKey> {
         self.keys.get(&version)
     }
+}
+
+/// Creates the next data key version (or finds that another process just did) and
+/// returns the newest version.
+pub fn create_version(conn: &mut PgConnection, kek: &Kek) -> Result<u32, CryptoError> {
+    let newest: Option<i32> = data_keys::table
+        .select(diesel::dsl::max(data_keys::version))
+        .first(conn)?;
+    let next = newest.unwrap_or(0) + 1;
+    let key = DataKey::generate()?;
+    let version = u32::try_from(next).map_err(|_| CryptoError::UnknownKeyVersion(0))?;
+    diesel::insert_into(data_keys::table)
+        .values((
+            data_keys::version.eq(next),
+            data_keys::wrapped_key.eq(kek.wrap(&wrap_label(version), key.as_bytes())?),
+            data_keys::kek_id.eq(kek.id()),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)?;
+    let newest: Option<i32> = data_keys::table
+        .select(diesel::dsl::max(data_keys::version))
+        .first(conn)?;
+    Ok(u32::try_from(newest.unwrap_or(next)).unwrap_or(version))
+}
+
+/// Reserves `block` encryptions of `version`; returns the total reserved so far.
+pub fn reserve_encryptions(conn: &mut PgConnection, version: u32, block: u64) -> Result<u64, CryptoError> {
+    let total: i64 = diesel::update(data_keys::table.find(i32::try_from(version).unwrap_or(i32::MAX)))
+        .set(data_keys::encryptions.eq(data_keys::encryptions + i64::try_from(block).unwrap_or(i64::MAX)))
+        .returning(data_keys::encryptions)
+        .get_result(conn)?;
+    Ok(u64::try_from(total).unwrap_or(0))
 }
 
 fn load_rows(conn: &mut PgConnection) -> Result<Vec<DataKeyRow>, CryptoError> {
