@@ -48,6 +48,15 @@ pub enum Error {
     /// Authenticated, but not allowed.
     #[error("forbidden")]
     Forbidden,
+    /// Authenticated, but not allowed, for a reason the client can act on.
+    #[error("refused: {code}")]
+    Refused { code: String, detail: Cow<'static, str> },
+    /// A change needs `If-Match` and none was sent.
+    #[error("precondition required")]
+    PreconditionRequired,
+    /// `If-Match` named a version that is no longer current.
+    #[error("precondition failed")]
+    PreconditionFailed,
     /// The request conflicts with the current state; `code` is stable.
     #[error("conflict: {code}")]
     Conflict {
@@ -99,7 +108,9 @@ impl Error {
             Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Error::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Error::Forbidden => StatusCode::FORBIDDEN,
+            Error::Forbidden | Error::Refused { .. } => StatusCode::FORBIDDEN,
+            Error::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+            Error::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -131,6 +142,13 @@ impl Error {
                 ),
             Error::Unauthorized { reason } => problem("unauthorized", "Unauthorized").detail(*reason),
             Error::Forbidden => problem("forbidden", "Forbidden").detail("You are not allowed to do this."),
+            Error::Refused { code, detail } => problem("forbidden", "Forbidden")
+                .detail(detail.clone())
+                .extension("code", code),
+            Error::PreconditionRequired => problem("precondition-required", "Precondition required")
+                .detail("Send If-Match with the ETag you read, so concurrent changes are not lost."),
+            Error::PreconditionFailed => problem("precondition-failed", "Precondition failed")
+                .detail("The resource changed since you read it; read it again and retry."),
             Error::Conflict { code, detail } => problem("conflict", "Conflict")
                 .detail(detail.clone())
                 .extension("code", *code),

@@ -23,6 +23,8 @@
 //! - [`audit`]: recording audit events in the caller's transaction, the sealer that
 //!   chains and checkpoints them, verification, and the audit routes and commands
 //!   (the model and the chain live in the `carewire-audit` crate).
+//! - [`records`]: patient records (demographics, clinical notes, break-glass), the
+//!   access rules, and their routes.
 //! - [`startup`]: [`startup::Application`], which builds the whole server on a bound
 //!   listener, so tests and `main` start it the same way.
 //! - [`cli`]: the command line (`serve`, `migrate`, `user create`).
@@ -36,6 +38,7 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod records;
 pub mod schema;
 pub mod startup;
 pub mod state;

@@ -117,6 +117,35 @@ pub fn email_index(crypto: &Crypto, email: &Email) -> Vec<u8> {
     crypto.blind_index(&EMAIL_INDEX, email.as_str().as_bytes())
 }
 
+/// A staff member's name as shown to others (access logs, the provider directory).
+pub fn parse_display_name(role: Role, name: Option<&str>) -> Result<Option<String>, Error> {
+    let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    if role == Role::Patient {
+        // A patient's name is PHI: it lives encrypted in their patient record.
+        return Err(Error::validation(
+            "display_name",
+            "is only for providers and admins",
+        ));
+    }
+    if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(Error::validation(
+            "display_name",
+            "must be 1 to 100 printable characters",
+        ));
+    }
+    Ok(Some(name.to_owned()))
+}
+
+/// Sets a staff member's display name.
+pub fn set_display_name(conn: &mut PgConnection, id: Uuid, name: Option<&str>) -> Result<(), Error> {
+    diesel::update(accounts::table.find(id))
+        .set(accounts::display_name.eq(name))
+        .execute(conn)?;
+    Ok(())
+}
+
 /// Creates an account. An email already in use is a 409 `email_taken`.
 pub fn create(
     conn: &mut PgConnection,

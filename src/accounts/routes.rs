@@ -70,6 +70,9 @@ struct CreateUser {
     email: String,
     password: SecretString,
     role: Role,
+    /// Providers' and admins' name as others see it.
+    #[serde(default)]
+    display_name: Option<String>,
 }
 
 /// POST /v1/admin/users: an admin creates a provider, admin or patient account.
@@ -95,12 +98,16 @@ async fn create_user_handler(
     state: AppState,
 ) -> Result<Response, Error> {
     let email = Email::parse(&input.email)?;
+    let display_name = super::parse_display_name(input.role, input.display_name.as_deref())?;
     let password_hash = hash_new_password(&email, input.password).await?;
     let role = input.role;
     let view = state
         .with_db(move |conn, state| {
             conn.transaction(|conn| {
                 let account = super::create(conn, &state.crypto, &email, role, password_hash)?;
+                if display_name.is_some() {
+                    super::set_display_name(conn, account.id, display_name.as_deref())?;
+                }
                 let event = audit::event(
                     &ctx,
                     audit::actor(&admin),

@@ -1,4 +1,5 @@
-//! Reading the audit log over HTTP: the admin search. Reading it is itself audited.
+//! Reading the audit log over HTTP: the admin search and a patient's access log.
+//! Reading either is itself audited.
 
 use carewire_audit::store::{self, Search};
 use http::StatusCode;
@@ -16,7 +17,7 @@ use crate::http::{RequestContext, reply, request_context, with_state};
 use crate::state::AppState;
 
 pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
-    admin_search(state)
+    admin_search(state).or(me_access_log(state)).unify().boxed()
 }
 
 const SEARCH_PARAMS: &[&str] = &["patient", "actor", "action", "since", "until", "cursor", "limit"];
@@ -85,6 +86,128 @@ async fn admin_search_handler(
         .then(|| rows.last().map(|r| query::encode_cursor(r.id())))
         .flatten();
     let items: Vec<EventView> = rows.into_iter().map(EventView::from).collect();
+    Ok(reply::json(
+        StatusCode::OK,
+        &json!({ "items": items, "next_cursor": next_cursor }),
+    ))
+}
+
+/// What a patient sees of one access to their record.
+#[derive(serde::Serialize, Debug)]
+struct AccessView {
+    at: chrono::DateTime<chrono::Utc>,
+    /// `you`, a staff member's display name, or `Carewire`.
+    accessor: String,
+    role: Option<String>,
+    action: String,
+    /// What was touched: `demographics`, `notes`, …
+    fields: Option<String>,
+    purpose: String,
+    outcome: String,
+    /// Access opened with break-glass, outside the care relationship.
+    emergency: bool,
+}
+
+/// GET /v1/me/access-log?cursor=&limit=: who accessed the caller's patient record and
+/// when, newest first (the HIPAA accounting of disclosures). Only events about the
+/// caller's own record; reading it is itself recorded.
+fn me_access_log(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "me" / "access-log")
+        .and(warp::get())
+        .and(auth::caller(state))
+        .and(request_context())
+        .and(query::raw())
+        .and(with_state(state))
+        .then(
+            |caller: Caller, ctx: RequestContext, raw: String, state: AppState| async move {
+                reply::respond(access_log_handler(caller, ctx, &raw, state).await)
+            },
+        )
+        .boxed()
+}
+
+async fn access_log_handler(
+    caller: Caller,
+    ctx: RequestContext,
+    raw: &str,
+    state: AppState,
+) -> Result<Response, Error> {
+    let q = Query::parse(raw, &["cursor", "limit"])?;
+    let before_id = query::decode_cursor(&q, "cursor")?;
+    let limit = q.number("limit", 50, 1, 200)?;
+    let (rows, names) = state
+        .with_db(move |conn, _| {
+            use diesel::prelude::*;
+            conn.transaction(|conn| {
+                let Some(patient_id) = crate::records::patients::id_for_account(conn, caller.account_id)?
+                else {
+                    return Ok::<_, Error>((Vec::new(), Vec::new()));
+                };
+                let rows = store::search(
+                    conn,
+                    &Search {
+                        patient_id: Some(patient_id),
+                        before_id,
+                        limit,
+                        ..Search::default()
+                    },
+                )?;
+                let actors: Vec<uuid::Uuid> = rows.iter().filter_map(|r| r.event.actor_id).collect();
+                let names: Vec<(uuid::Uuid, Option<String>)> = crate::schema::accounts::table
+                    .filter(crate::schema::accounts::id.eq_any(actors))
+                    .select((crate::schema::accounts::id, crate::schema::accounts::display_name))
+                    .load(conn)?;
+                let event = super::event(
+                    &ctx,
+                    super::actor(&caller),
+                    action::READ,
+                    resource::AUDIT_LOG,
+                    purpose::PATIENT_REQUEST,
+                )
+                .patient(patient_id);
+                super::record(conn, &event)?;
+                Ok((rows, names))
+            })
+        })
+        .await?;
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| query::encode_cursor(r.id())))
+        .flatten();
+    let items: Vec<AccessView> = rows
+        .into_iter()
+        .map(|row| {
+            let e = row.event;
+            let accessor = match (e.actor_kind.as_str(), e.actor_id) {
+                ("user", Some(id)) if id == caller.account_id => "you".to_owned(),
+                ("user", Some(id)) => names
+                    .iter()
+                    .find(|(n, _)| *n == id)
+                    .and_then(|(_, name)| name.clone())
+                    .unwrap_or_else(|| match e.actor_role.as_deref() {
+                        Some("provider") => "a provider".to_owned(),
+                        Some("admin") => "an administrator".to_owned(),
+                        _ => "someone".to_owned(),
+                    }),
+                _ => "Carewire".to_owned(),
+            };
+            let fields = e
+                .details
+                .get("fields")
+                .and_then(|f| f.get("code"))
+                .and_then(|c| c.as_str())
+                .map(str::to_owned);
+            AccessView {
+                at: e.recorded_at,
+                accessor,
+                role: e.actor_role.filter(|_| e.actor_kind == "user"),
+                action: e.action,
+                fields,
+                emergency: e.purpose == "ETREAT",
+                purpose: e.purpose,
+                outcome: e.outcome,
+            }
+        })
+        .collect();
     Ok(reply::json(
         StatusCode::OK,
         &json!({ "items": items, "next_cursor": next_cursor }),

@@ -11,6 +11,7 @@
 
 pub mod body;
 pub mod edge;
+pub mod etag;
 pub mod health;
 pub mod metrics;
 pub mod query;
@@ -39,6 +40,8 @@ pub fn routes(state: &AppState, extra: Option<BoxedFilter<(Response,)>>) -> Boxe
         .or(crate::accounts::routes::routes(state))
         .unify()
         .or(crate::audit::routes::routes(state))
+        .unify()
+        .or(crate::records::routes::routes(state))
         .unify()
         .boxed();
     let api = match extra {

@@ -35,6 +35,21 @@ pub const ROUTES: &[RouteDef] = &[
     route("POST", "/v1/admin/users/{id}/disable"),
     // audit
     route("GET", "/v1/admin/audit"),
+    route("GET", "/v1/me/access-log"),
+    // records
+    route("POST", "/v1/patients"),
+    route("GET", "/v1/patients"),
+    route("GET", "/v1/patients/{id}"),
+    route("PATCH", "/v1/patients/{id}"),
+    route("POST", "/v1/patients/{id}/break-glass"),
+    route("GET", "/v1/admin/break-glass"),
+    route("POST", "/v1/patients/{id}/notes"),
+    route("GET", "/v1/patients/{id}/notes"),
+    route("GET", "/v1/patients/{id}/notes/{note_id}"),
+    route("PUT", "/v1/patients/{id}/notes/{note_id}"),
+    route("GET", "/v1/patients/{id}/notes/{note_id}/versions"),
+    route("POST", "/v1/patients/{id}/notes/{note_id}/sign"),
+    route("POST", "/v1/patients/{id}/notes/{note_id}/amendments"),
 ];
 
 fn matches(template: &str, path: &str) -> bool {

@@ -1,0 +1,364 @@
+//! Clinical note routes. Providers with access write and read; patients read their
+//! own signed notes; admins never read notes.
+
+use http::StatusCode;
+use serde::Deserialize;
+use uuid::Uuid;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+use super::access::Operation;
+use super::notes::{self, Content, NoteRow, VersionRow};
+use super::{Access, RecordsError, fields, guarded};
+use crate::audit::{self, Code, DetailValue, action, resource};
+use crate::auth::{self, Caller, Role};
+use crate::error::Error;
+use crate::http::etag::{self, IfMatch};
+use crate::http::{RequestContext, body, reply, request_context, with_state};
+use crate::state::AppState;
+
+pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
+    create(state)
+        .or(list(state))
+        .unify()
+        .or(read(state))
+        .unify()
+        .or(edit(state))
+        .unify()
+        .or(versions(state))
+        .unify()
+        .or(sign(state))
+        .unify()
+        .or(amend(state))
+        .unify()
+        .boxed()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewNote {
+    #[serde(default)]
+    appointment_id: Option<Uuid>,
+    #[serde(flatten)]
+    content: Content,
+}
+
+fn note_event(access: &Access, action: Code, note_id: Uuid) -> audit::AuditEvent {
+    access
+        .event(action, resource::NOTE, fields::NOTES)
+        .resource(note_id)
+}
+
+/// A note the caller may see: patients see only signed notes (a draft is "not found").
+fn visible(access: &Access, note: Option<NoteRow>) -> Result<NoteRow, RecordsError> {
+    match note {
+        Some(note) if !access.grant.own_record || note.is_signed() => Ok(note),
+        _ => Err(RecordsError::Other(Error::NotFound)),
+    }
+}
+
+/// Only the author changes their note.
+fn authored(access: &Access, note: &NoteRow) -> Result<(), RecordsError> {
+    if note.author_id == access.caller.account_id {
+        Ok(())
+    } else {
+        Err(RecordsError::Other(Error::Refused {
+            code: "not_note_author".into(),
+            detail: "Only the note's author can change it.".into(),
+        }))
+    }
+}
+
+/// POST /v1/patients/{id}/notes: a provider starts a note (draft version 1).
+fn create(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "patients" / Uuid / "notes")
+        .and(warp::post())
+        .and(auth::with_role(state, &[Role::Provider]))
+        .and(request_context())
+        .and(body::json::<NewNote>(state.settings.http.body_limit))
+        .and(with_state(state))
+        .then(|patient_id: Uuid, caller: Caller, ctx: RequestContext, input: NewNote, state: AppState| async move {
+            let result = async {
+                let content = input.content.validated()?;
+                guarded(&state, &ctx, caller, patient_id, Operation::WriteNotes, fields::NOTES, move |conn, state, access| {
+                    let (note, _) = notes::create(conn, &state.crypto, patient_id, caller.account_id, input.appointment_id, &content)?;
+                    audit::record(conn, &note_event(access, action::CREATE, note.id))?;
+                    Ok(notes::view(note, content))
+                })
+                .await
+            }
+            .await;
+            reply::respond(result.map(|view| etag::with_etag(reply::json(StatusCode::CREATED, &view), view.version)))
+        })
+        .boxed()
+}
+
+/// GET /v1/patients/{id}/notes: the patient's notes with their current content.
+fn list(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "patients" / Uuid / "notes")
+        .and(warp::get())
+        .and(auth::caller(state))
+        .and(request_context())
+        .and(with_state(state))
+        .then(
+            |patient_id: Uuid, caller: Caller, ctx: RequestContext, state: AppState| async move {
+                let result = guarded(
+                    &state,
+                    &ctx,
+                    caller,
+                    patient_id,
+                    Operation::ReadNotes,
+                    fields::NOTES,
+                    move |conn, state, access| {
+                        let rows = notes::list(conn, patient_id, access.grant.own_record)?;
+                        let mut views = Vec::with_capacity(rows.len());
+                        for (note, version) in rows {
+                            let content = notes::open(&state.crypto, &version)?;
+                            views.push(notes::view(note, content));
+                        }
+                        audit::record(
+                            conn,
+                            &access
+                                .event(action::READ, resource::NOTE, fields::NOTES)
+                                .detail(Code::new("results"), DetailValue::Count(views.len() as i64)),
+                        )?;
+                        Ok(views)
+                    },
+                )
+                .await;
+                reply::respond(
+                    result.map(|items| reply::json(StatusCode::OK, &serde_json::json!({ "items": items }))),
+                )
+            },
+        )
+        .boxed()
+}
+
+/// GET /v1/patients/{id}/notes/{note_id}: one note, current content, with its ETag.
+fn read(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "patients" / Uuid / "notes" / Uuid)
+        .and(warp::get())
+        .and(auth::caller(state))
+        .and(request_context())
+        .and(with_state(state))
+        .then(|patient_id: Uuid, note_id: Uuid, caller: Caller, ctx: RequestContext, state: AppState| async move {
+            let result = guarded(&state, &ctx, caller, patient_id, Operation::ReadNotes, fields::NOTES, move |conn, state, access| {
+                let note = visible(access, notes::load(conn, patient_id, note_id)?)?;
+                let version = notes::version(conn, note.id, note.current_version)?;
+                let content = notes::open(&state.crypto, &version)?;
+                audit::record(conn, &note_event(access, action::READ, note.id))?;
+                Ok(notes::view(note, content))
+            })
+            .await;
+            reply::respond(result.map(|view| etag::with_etag(reply::json(StatusCode::OK, &view), view.version)))
+        })
+        .boxed()
+}
+
+/// PUT /v1/patients/{id}/notes/{note_id}: the author edits a draft; the edit is a new
+/// version and the old one stays readable. Needs `If-Match`.
+fn edit(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "patients" / Uuid / "notes" / Uuid)
+        .and(warp::put())
+        .and(auth::with_role(state, &[Role::Provider]))
+        .and(request_context())
+        .and(etag::if_match())
+        .and(body::json::<Content>(state.settings.http.body_limit))
+        .and(with_state(state))
+        .then(
+            |patient_id: Uuid,
+             note_id: Uuid,
+             caller: Caller,
+             ctx: RequestContext,
+             if_match: IfMatch,
+             input: Content,
+             state: AppState| async move {
+                let result = async {
+                    let content = input.validated()?;
+                    guarded(
+                        &state,
+                        &ctx,
+                        caller,
+                        patient_id,
+                        Operation::WriteNotes,
+                        fields::NOTES,
+                        move |conn, state, access| {
+                            let note = visible(access, notes::load(conn, patient_id, note_id)?)?;
+                            authored(access, &note)?;
+                            if note.is_signed() {
+                                return Err(RecordsError::Other(Error::conflict(
+                                    "note_signed",
+                                    "the note is signed; add an amendment instead",
+                                )));
+                            }
+                            if_match.check(note.current_version)?;
+                            let (note, _) = notes::add_version(
+                                conn,
+                                &state.crypto,
+                                &note,
+                                "draft",
+                                caller.account_id,
+                                &content,
+                            )?;
+                            audit::record(conn, &note_event(access, action::UPDATE, note.id))?;
+                            Ok(notes::view(note, content))
+                        },
+                    )
+                    .await
+                }
+                .await;
+                reply::respond(
+                    result.map(|view| etag::with_etag(reply::json(StatusCode::OK, &view), view.version)),
+                )
+            },
+        )
+        .boxed()
+}
+
+/// GET /v1/patients/{id}/notes/{note_id}/versions: every version, oldest first
+/// (patients see the signed version and the amendments after it).
+fn versions(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "patients" / Uuid / "notes" / Uuid / "versions")
+        .and(warp::get())
+        .and(auth::caller(state))
+        .and(request_context())
+        .and(with_state(state))
+        .then(|patient_id: Uuid, note_id: Uuid, caller: Caller, ctx: RequestContext, state: AppState| async move {
+            let result = guarded(&state, &ctx, caller, patient_id, Operation::ReadNotes, fields::NOTES, move |conn, state, access| {
+                let note = visible(access, notes::load(conn, patient_id, note_id)?)?;
+                let mut rows: Vec<VersionRow> = notes::versions(conn, note.id)?;
+                if access.grant.own_record {
+                    // The last draft is the version that was signed; earlier drafts were
+                    // work in progress.
+                    let signed = rows.iter().filter(|v| v.kind == "draft").map(|v| v.version).max().unwrap_or(0);
+                    rows.retain(|v| v.version >= signed);
+                }
+                let mut views = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    views.push(notes::version_view(row, notes::open(&state.crypto, row)?));
+                }
+                audit::record(
+                    conn,
+                    &note_event(access, action::READ, note.id).detail(Code::new("versions"), DetailValue::Count(views.len() as i64)),
+                )?;
+                Ok(views)
+            })
+            .await;
+            reply::respond(result.map(|items| reply::json(StatusCode::OK, &serde_json::json!({ "items": items }))))
+        })
+        .boxed()
+}
+
+/// POST /v1/patients/{id}/notes/{note_id}/sign: the author signs the current draft,
+/// locking it. Needs `If-Match`, so what is signed is what was read.
+fn sign(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "patients" / Uuid / "notes" / Uuid / "sign")
+        .and(warp::post())
+        .and(auth::with_role(state, &[Role::Provider]))
+        .and(request_context())
+        .and(etag::if_match())
+        .and(with_state(state))
+        .then(
+            |patient_id: Uuid,
+             note_id: Uuid,
+             caller: Caller,
+             ctx: RequestContext,
+             if_match: IfMatch,
+             state: AppState| async move {
+                let result = guarded(
+                    &state,
+                    &ctx,
+                    caller,
+                    patient_id,
+                    Operation::WriteNotes,
+                    fields::NOTES,
+                    move |conn, state, access| {
+                        let note = visible(access, notes::load(conn, patient_id, note_id)?)?;
+                        authored(access, &note)?;
+                        if note.is_signed() {
+                            return Err(RecordsError::Other(Error::conflict(
+                                "note_signed",
+                                "the note is already signed",
+                            )));
+                        }
+                        if_match.check(note.current_version)?;
+                        let note = notes::sign(conn, &note, caller.account_id)?;
+                        let version = notes::version(conn, note.id, note.current_version)?;
+                        let content = notes::open(&state.crypto, &version)?;
+                        audit::record(
+                            conn,
+                            &note_event(access, action::UPDATE, note.id)
+                                .detail(Code::new("change"), DetailValue::Code(Code::new("signed"))),
+                        )?;
+                        Ok(notes::view(note, content))
+                    },
+                )
+                .await;
+                reply::respond(
+                    result.map(|view| etag::with_etag(reply::json(StatusCode::OK, &view), view.version)),
+                )
+            },
+        )
+        .boxed()
+}
+
+/// POST /v1/patients/{id}/notes/{note_id}/amendments: after signing, a provider with
+/// access adds an amendment: a new version, the signed one kept as it was.
+fn amend(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "patients" / Uuid / "notes" / Uuid / "amendments")
+        .and(warp::post())
+        .and(auth::with_role(state, &[Role::Provider]))
+        .and(request_context())
+        .and(body::json::<Content>(state.settings.http.body_limit))
+        .and(with_state(state))
+        .then(
+            |patient_id: Uuid,
+             note_id: Uuid,
+             caller: Caller,
+             ctx: RequestContext,
+             input: Content,
+             state: AppState| async move {
+                let result = async {
+                    let content = input.validated()?;
+                    guarded(
+                        &state,
+                        &ctx,
+                        caller,
+                        patient_id,
+                        Operation::WriteNotes,
+                        fields::NOTES,
+                        move |conn, state, access| {
+                            let note = visible(access, notes::load(conn, patient_id, note_id)?)?;
+                            if !note.is_signed() {
+                                return Err(RecordsError::Other(Error::conflict(
+                                    "note_not_signed",
+                                    "only a signed note takes amendments; edit the draft instead",
+                                )));
+                            }
+                            let (note, _) = notes::add_version(
+                                conn,
+                                &state.crypto,
+                                &note,
+                                "amendment",
+                                caller.account_id,
+                                &content,
+                            )?;
+                            audit::record(
+                                conn,
+                                &note_event(access, action::UPDATE, note.id)
+                                    .detail(Code::new("change"), DetailValue::Code(Code::new("amended"))),
+                            )?;
+                            Ok(notes::view(note, content))
+                        },
+                    )
+                    .await
+                }
+                .await;
+                reply::respond(
+                    result.map(|view| etag::with_etag(reply::json(StatusCode::CREATED, &view), view.version)),
+                )
+            },
+        )
+        .boxed()
+}
