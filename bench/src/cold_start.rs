@@ -56,7 +56,7 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
 }
 
 fn build_release_binary() -> anyhow::Result<PathBuf> {
-    let status = Command::new(env!("CARGO"))
+    let status = Command::new("cargo")
         .args(["build", "--release", "--quiet", "--bin", "carewire"])
         .status()?;
     anyhow::ensure!(status.success(), "building the release binary failed");

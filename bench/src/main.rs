@@ -13,6 +13,7 @@
 mod audit;
 mod cold_start;
 mod db;
+mod records;
 mod report;
 
 use std::time::Duration;
@@ -46,11 +47,29 @@ enum Scenario {
         #[arg(long, default_value_t = 16)]
         writers: usize,
     },
+    /// Patient records: sealing and opening a field; reading a patient over HTTP with
+    /// a release server against the same server built with fields in clear
+    /// (`insecure-plaintext-fields`), in the same run; rewrap throughput.
+    Records {
+        /// Seconds of reads per build.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Patients created before reading.
+        #[arg(long, default_value_t = 300)]
+        patients: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().scenario {
         Scenario::ColdStart { runs } => cold_start::run(runs),
         Scenario::Audit { seconds, writers } => audit::run(Duration::from_secs(seconds), writers),
+        Scenario::Records {
+            seconds,
+            clients,
+            patients,
+        } => records::run(seconds, clients, patients),
     }
 }

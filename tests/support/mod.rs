@@ -32,6 +32,48 @@ pub const AUDIT_SIGNING_KEY: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8
 pub const PASSWORD: &str = "correct horse battery staple";
 
 static LOGS: Once = Once::new();
+static CAPTURED: std::sync::OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+
+/// A handle on the captured log output.
+#[derive(Clone)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends every log line of this test binary (debug level, JSON) to memory, so a test
+/// can check what the server wrote. Call before spawning servers.
+pub fn capture_logs() {
+    CAPTURED.get_or_init(|| {
+        let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = Captured(buffer.clone());
+        let settings = carewire::config::LogSettings {
+            filter: "debug".into(),
+            format: carewire::config::LogFormat::Json,
+        };
+        assert!(
+            carewire::telemetry::init_with_writer(&settings, move || writer.clone()),
+            "a log subscriber was already installed (unset TEST_LOG for this test binary)"
+        );
+        buffer
+    });
+}
+
+/// Everything logged so far.
+pub fn captured_logs() -> String {
+    let buffer = CAPTURED.get().expect("capture_logs() was called");
+    String::from_utf8_lossy(&buffer.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
 
 fn init_logs() {
     LOGS.call_once(|| {
