@@ -283,7 +283,7 @@ async fn the_application_cannot_update_delete_or_truncate_the_log() {
             "TRUNCATE audit_checkpoints",
         ] {
             let err = diesel::sql_query(sql)
-                .execute(&mut *conn)
+                .execute(&mut **conn)
                 .unwrap_err()
                 .to_string();
             assert!(

@@ -7,13 +7,14 @@
 //! No code ever touches a connection on a tokio worker thread.
 
 pub mod embedded;
+mod pool;
 
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, HandleError, Pool, PooledConnection};
+use diesel::r2d2::{CustomizeConnection, HandleError, Pool, PooledConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::config::{DatabaseSettings, DatabaseUrl};
@@ -26,8 +27,10 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// apply each migration exactly once. ("cw-migr" in ASCII.)
 const MIGRATION_LOCK: i64 = 0x63_77_2d_6d_69_67_72;
 
-pub type PgPool = Pool<ConnectionManager<PgConnection>>;
-pub type PooledPg = PooledConnection<ConnectionManager<PgConnection>>;
+pub use pool::PgConn;
+
+pub type PgPool = Pool<pool::Manager>;
+pub type PooledPg = PooledConnection<pool::Manager>;
 
 /// A handle on the pool. Cheap to clone.
 #[derive(Clone)]
@@ -46,15 +49,15 @@ impl Db {
     /// Builds the pool without waiting for the database: the server starts and
     /// answers 503 until PostgreSQL is reachable, then recovers by itself.
     pub fn connect(url: &DatabaseUrl, settings: &DatabaseSettings) -> Db {
-        let manager = ConnectionManager::<PgConnection>::new(url.expose());
+        let manager = pool::Manager::new(url.expose());
         let pool = Pool::builder()
             .max_size(settings.pool_size)
             // Keep a couple of warm connections, not the whole pool: many instances
             // (and tests) share one PostgreSQL and its max_connections.
             .min_idle(Some(settings.pool_size.min(2)))
             .connection_timeout(settings.acquire_timeout)
-            // A ping on check-out costs a round trip but means a connection killed by a
-            // PostgreSQL restart is replaced instead of failing a request.
+            // A connection killed by a PostgreSQL restart is replaced instead of
+            // failing a request; the manager skips the ping for recently used ones.
             .test_on_check_out(true)
             .connection_customizer(Box::new(SessionSetup {
                 statement_timeout: settings.statement_timeout,
@@ -80,7 +83,11 @@ impl Db {
         let outcome = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
             let mut conn = pool.get_timeout(timeout)?;
-            work(&mut conn)
+            let result = work(&mut conn);
+            if result.is_err() {
+                conn.distrust();
+            }
+            result
         })
         .await;
         match outcome {
@@ -107,8 +114,8 @@ struct SessionSetup {
     statement_timeout: Duration,
 }
 
-impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSetup {
-    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+impl CustomizeConnection<PgConn, diesel::r2d2::Error> for SessionSetup {
+    fn on_acquire(&self, conn: &mut PgConn) -> Result<(), diesel::r2d2::Error> {
         let sql = format!(
             "SET statement_timeout = {}; SET TIME ZONE 'UTC'; SET application_name = 'carewire'",
             self.statement_timeout.as_millis()
