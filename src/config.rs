@@ -74,6 +74,7 @@ pub const SETTINGS: &[SettingDef] = &[
     plain("CAREWIRE_KEY_RETIRE_GRACE_SECS"),
     plain("CAREWIRE_CARE_RELATIONSHIP_DAYS"),
     plain("CAREWIRE_BREAK_GLASS_MINUTES"),
+    plain("CAREWIRE_HOLD_TTL_SECS"),
     secret("CAREWIRE_AUDIT_SIGNING_KEY"),
     plain("CAREWIRE_AUDIT_SIGNING_KEY_FILE"),
     plain("CAREWIRE_AUDIT_TRUSTED_KEYS"),
@@ -153,6 +154,13 @@ pub struct Settings {
     pub crypto: CryptoSettings,
     pub audit: AuditSettings,
     pub records: RecordsSettings,
+    pub scheduling: SchedulingSettings,
+}
+
+#[derive(Debug)]
+pub struct SchedulingSettings {
+    /// How long a held slot (a pending appointment) waits for confirmation.
+    pub hold_ttl: Duration,
 }
 
 #[derive(Debug)]
@@ -411,6 +419,9 @@ impl Settings {
                 max_encryptions_per_key: p.number("CAREWIRE_KEY_MAX_ENCRYPTIONS", 1 << 30, 16, 1 << 31)?,
                 keyring_refresh: p.secs("CAREWIRE_KEYRING_REFRESH_SECS", 10, 1, 3600)?,
                 retire_grace: p.secs("CAREWIRE_KEY_RETIRE_GRACE_SECS", 60, 0, 86_400)?,
+            },
+            scheduling: SchedulingSettings {
+                hold_ttl: p.secs("CAREWIRE_HOLD_TTL_SECS", 300, 10, 86_400)?,
             },
             records: RecordsSettings {
                 care_relationship_window: p

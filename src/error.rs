@@ -122,9 +122,8 @@ impl Error {
     pub fn to_problem(&self) -> Problem {
         let problem = |slug: &'static str, title: &'static str| Problem::new(slug, title, self.status());
         match self {
-            Error::RouteNotFound => {
-                problem("route-not-found", "No such route").detail("No route matches this path.")
-            }
+            Error::RouteNotFound => problem("route-not-found", "No such route")
+                .detail("No route matches this path. The API is described at /openapi.json."),
             Error::MethodNotAllowed => problem("method-not-allowed", "Method not allowed")
                 .detail("This route does not accept this HTTP method."),
             Error::NotFound => problem("not-found", "Not found"),

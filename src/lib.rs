@@ -39,6 +39,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod records;
+pub mod scheduling;
 pub mod schema;
 pub mod startup;
 pub mod state;

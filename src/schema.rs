@@ -15,6 +15,53 @@ diesel::table! {
 }
 
 diesel::table! {
+    appointment_types (id) {
+        id -> Uuid,
+        provider_id -> Uuid,
+        name -> Text,
+        duration_minutes -> Int4,
+        buffer_before_minutes -> Int4,
+        buffer_after_minutes -> Int4,
+        modality -> Text,
+        min_notice_minutes -> Int4,
+        booking_horizon_days -> Int4,
+        max_per_day -> Nullable<Int4>,
+        cancellation_cutoff_minutes -> Int4,
+        active -> Bool,
+        version -> Int4,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    appointments (id) {
+        id -> Uuid,
+        provider_id -> Uuid,
+        patient_id -> Uuid,
+        type_id -> Uuid,
+        status -> Text,
+        starts_at -> Timestamptz,
+        ends_at -> Timestamptz,
+        buffer_before_minutes -> Int4,
+        buffer_after_minutes -> Int4,
+        occupied_from -> Timestamptz,
+        occupied_to -> Timestamptz,
+        modality -> Text,
+        hold_expires_at -> Nullable<Timestamptz>,
+        reason_enc -> Nullable<Bytea>,
+        cancellation_code -> Nullable<Text>,
+        cancellation_reason_enc -> Nullable<Bytea>,
+        cancelled_by -> Nullable<Uuid>,
+        cancelled_at -> Nullable<Timestamptz>,
+        booked_by -> Uuid,
+        version -> Int4,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     auth_sessions (id) {
         id -> Uuid,
         account_id -> Uuid,
@@ -22,6 +69,27 @@ diesel::table! {
         last_seen_at -> Timestamptz,
         revoked_at -> Nullable<Timestamptz>,
         revoked_reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    availability_overrides (id) {
+        id -> Uuid,
+        provider_id -> Uuid,
+        kind -> Text,
+        starts_local -> Timestamp,
+        ends_local -> Timestamp,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    availability_rules (id) {
+        id -> Uuid,
+        provider_id -> Uuid,
+        weekday -> Int2,
+        start_time -> Time,
+        end_time -> Time,
     }
 }
 
@@ -79,6 +147,30 @@ diesel::table! {
 }
 
 diesel::table! {
+    events (id) {
+        id -> Int8,
+        kind -> Text,
+        provider_id -> Nullable<Uuid>,
+        patient_id -> Nullable<Uuid>,
+        appointment_id -> Nullable<Uuid>,
+        payload -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        key -> Text,
+        request_hash -> Bytea,
+        status -> Nullable<Int4>,
+        response_enc -> Nullable<Bytea>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     index_keys (id) {
         id -> Int2,
         wrapped_key -> Bytea,
@@ -115,6 +207,19 @@ diesel::table! {
 }
 
 diesel::table! {
+    providers (id) {
+        id -> Uuid,
+        display_name -> Text,
+        specialty -> Nullable<Text>,
+        time_zone -> Text,
+        bio -> Nullable<Text>,
+        version -> Int4,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     refresh_tokens (token_hash) {
         token_hash -> Bytea,
         session_id -> Uuid,
@@ -124,22 +229,38 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(appointment_types -> providers (provider_id));
+diesel::joinable!(appointments -> appointment_types (type_id));
+diesel::joinable!(appointments -> patients (patient_id));
+diesel::joinable!(appointments -> providers (provider_id));
 diesel::joinable!(auth_sessions -> accounts (account_id));
+diesel::joinable!(availability_overrides -> providers (provider_id));
+diesel::joinable!(availability_rules -> providers (provider_id));
 diesel::joinable!(break_glass_grants -> accounts (provider_id));
 diesel::joinable!(break_glass_grants -> patients (patient_id));
 diesel::joinable!(clinical_note_versions -> accounts (author_id));
 diesel::joinable!(clinical_note_versions -> clinical_notes (note_id));
+diesel::joinable!(clinical_notes -> appointments (appointment_id));
 diesel::joinable!(clinical_notes -> patients (patient_id));
+diesel::joinable!(idempotency_keys -> accounts (account_id));
+diesel::joinable!(providers -> accounts (id));
 diesel::joinable!(refresh_tokens -> auth_sessions (session_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
+    appointment_types,
+    appointments,
     auth_sessions,
+    availability_overrides,
+    availability_rules,
     break_glass_grants,
     clinical_note_versions,
     clinical_notes,
     data_keys,
+    events,
+    idempotency_keys,
     index_keys,
     patients,
+    providers,
     refresh_tokens,
 );

@@ -182,7 +182,41 @@ fn spawn_background(state: &AppState) -> Vec<JoinHandle<()>> {
     let throttle_state = state.clone();
     let keyring_state = state.clone();
     let break_glass_state = state.clone();
+    let holds_state = state.clone();
     vec![
+        // Lapse holds as they expire (their slot.released events go out), and forget
+        // idempotency keys older than a day.
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            let mut ticks = 0u64;
+            loop {
+                every.tick().await;
+                ticks += 1;
+                let prune = ticks % 720 == 1;
+                let swept = holds_state
+                    .db
+                    .run(move |conn| {
+                        use diesel::RunQueryDsl;
+                        #[derive(diesel::QueryableByName)]
+                        struct Expired {
+                            #[diesel(sql_type = diesel::sql_types::Integer)]
+                            n: i32,
+                        }
+                        let expired: Expired =
+                            diesel::sql_query("SELECT expire_holds() AS n").get_result(conn)?;
+                        if prune {
+                            crate::scheduling::idempotency::prune(conn)?;
+                        }
+                        Ok(expired.n)
+                    })
+                    .await;
+                match swept {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(holds = n, "lapsed holds released"),
+                    Err(e) => tracing::warn!(error = %e, "releasing lapsed holds failed"),
+                }
+            }
+        }),
         // End expired break-glass grants, and record each end.
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(15));

@@ -98,7 +98,7 @@ impl Account {
 }
 
 /// What the API shows of an account.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AccountView {
     pub id: Uuid,
     pub email: String,

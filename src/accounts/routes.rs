@@ -31,7 +31,8 @@ pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
 }
 
 /// GET /v1/me: the signed-in account (its email is personal data: the read is audited).
-fn me(state: &AppState) -> BoxedFilter<(Response,)> {
+#[utoipa::path(get, path = "/v1/me", tag = "accounts", responses((status = 200, description = "The signed-in account", body = super::AccountView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn me(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "me")
         .and(warp::get())
         .and(auth::caller(state))
@@ -64,10 +65,11 @@ fn me(state: &AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateUser {
     email: String,
+    #[schema(value_type = String, format = Password)]
     password: SecretString,
     role: Role,
     /// Providers' and admins' name as others see it.
@@ -76,7 +78,8 @@ struct CreateUser {
 }
 
 /// POST /v1/admin/users: an admin creates a provider, admin or patient account.
-fn create_user(state: &AppState) -> BoxedFilter<(Response,)> {
+#[utoipa::path(post, path = "/v1/admin/users", tag = "accounts", request_body = CreateUser, responses((status = 201, description = "Account created", body = super::AccountView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn create_user(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "admin" / "users")
         .and(warp::post())
         .and(auth::with_role(state, ADMINS))
@@ -143,7 +146,8 @@ pub async fn hash_new_password(email: &Email, password: SecretString) -> Result<
 }
 
 /// GET /v1/admin/users/{id}: one account.
-fn get_user(state: &AppState) -> BoxedFilter<(Response,)> {
+#[utoipa::path(get, path = "/v1/admin/users/{id}", tag = "accounts", params(("id" = uuid::Uuid, Path, description = "Account id")), responses((status = 200, description = "The account", body = super::AccountView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn get_user(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "admin" / "users" / Uuid)
         .and(warp::get())
         .and(auth::with_role(state, ADMINS))
@@ -179,7 +183,8 @@ fn get_user(state: &AppState) -> BoxedFilter<(Response,)> {
 /// POST /v1/admin/users/{id}/disable: disables an account and ends its sessions at
 /// once (its access tokens stop working on this instance immediately, elsewhere
 /// within the session-check bound).
-fn disable_user(state: &AppState) -> BoxedFilter<(Response,)> {
+#[utoipa::path(post, path = "/v1/admin/users/{id}/disable", tag = "accounts", params(("id" = uuid::Uuid, Path, description = "Account id")), responses((status = 200, description = "Disabled; its sessions ended", body = super::AccountView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn disable_user(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "admin" / "users" / Uuid / "disable")
         .and(warp::post())
         .and(auth::with_role(state, ADMINS))

@@ -24,7 +24,8 @@ const SEARCH_PARAMS: &[&str] = &["patient", "actor", "action", "since", "until",
 
 /// GET /v1/admin/audit?patient=&actor=&action=&since=&until=&cursor=&limit=: audit
 /// events, newest first, 50 a page by default (at most 500).
-fn admin_search(state: &AppState) -> BoxedFilter<(Response,)> {
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "audit", params(("patient" = Option<uuid::Uuid>, Query), ("actor" = Option<uuid::Uuid>, Query), ("action" = Option<String>, Query), ("since" = Option<String>, Query, description = "RFC 3339"), ("until" = Option<String>, Query, description = "RFC 3339"), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1 to 500, default 50")), responses((status = 200, description = "Audit events, newest first", body = crate::http::openapi::Page<super::view::EventView>), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn admin_search(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "admin" / "audit")
         .and(warp::get())
         .and(auth::with_role(state, &[Role::Admin]))
@@ -93,7 +94,7 @@ async fn admin_search_handler(
 }
 
 /// What a patient sees of one access to their record.
-#[derive(serde::Serialize, Debug)]
+#[derive(serde::Serialize, Debug, utoipa::ToSchema)]
 struct AccessView {
     at: chrono::DateTime<chrono::Utc>,
     /// `you`, a staff member's display name, or `Carewire`.
@@ -111,7 +112,8 @@ struct AccessView {
 /// GET /v1/me/access-log?cursor=&limit=: who accessed the caller's patient record and
 /// when, newest first (the HIPAA accounting of disclosures). Only events about the
 /// caller's own record; reading it is itself recorded.
-fn me_access_log(state: &AppState) -> BoxedFilter<(Response,)> {
+#[utoipa::path(get, path = "/v1/me/access-log", tag = "audit", params(("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)), responses((status = 200, description = "Who accessed your record, newest first", body = crate::http::openapi::Page<AccessView>), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn me_access_log(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "me" / "access-log")
         .and(warp::get())
         .and(auth::caller(state))

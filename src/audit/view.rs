@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use carewire_audit::store::Row;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventView {
     /// Row id: the pagination cursor's unit.
     pub id: i64,
@@ -28,12 +28,13 @@ pub struct EventView {
     pub client_ip: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    #[schema(value_type = Object)]
     pub details: serde_json::Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ActorView {
     pub kind: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,7 +43,7 @@ pub struct ActorView {
     pub role: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ResourceView {
     #[serde(rename = "type")]
     pub kind: String,

@@ -29,17 +29,19 @@ pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Credentials {
     email: String,
+    #[schema(value_type = String, format = Password)]
     password: SecretString,
 }
 
 /// What login and refresh return.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
+    #[schema(value_type = String, example = "Bearer")]
     pub token_type: &'static str,
     pub expires_in: u64,
     pub refresh_token: String,
@@ -73,7 +75,8 @@ const BAD_CREDENTIALS: Error = Error::Unauthorized {
 };
 
 /// POST /v1/auth/register: a patient creates their own account.
-fn register(state: &AppState) -> BoxedFilter<(Response,)> {
+#[utoipa::path(post, path = "/v1/auth/register", tag = "auth", request_body = Credentials, responses((status = 201, description = "Account created", body = crate::accounts::AccountView), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc), (status = 429, description = "Too many attempts", body = crate::http::openapi::ProblemDoc)))]
+pub(crate) fn register(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "auth" / "register")
         .and(warp::post())
         .and(request_context())
@@ -124,7 +127,8 @@ async fn register_handler(
 }
 
 /// POST /v1/auth/login: email and password for an access and a refresh token.
-fn login(state: &AppState) -> BoxedFilter<(Response,)> {
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = Credentials, responses((status = 200, description = "Tokens", body = TokenResponse), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 429, description = "Too many attempts", body = crate::http::openapi::ProblemDoc)))]
+pub(crate) fn login(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "auth" / "login")
         .and(warp::post())
         .and(request_context())
@@ -219,14 +223,16 @@ async fn login_handler(ctx: RequestContext, input: Credentials, state: AppState)
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RefreshRequest {
+    #[schema(value_type = String, format = Password)]
     refresh_token: SecretString,
 }
 
 /// POST /v1/auth/refresh: exchanges a refresh token for new tokens (rotation).
-fn refresh(state: &AppState) -> BoxedFilter<(Response,)> {
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, responses((status = 200, description = "New tokens (the old refresh token is spent)", body = TokenResponse), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc)))]
+pub(crate) fn refresh(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "auth" / "refresh")
         .and(warp::post())
         .and(request_context())
@@ -313,7 +319,8 @@ async fn refresh_handler(
 
 /// POST /v1/auth/logout: ends the caller's session (its refresh token and every
 /// access token issued in it).
-fn logout(state: &AppState) -> BoxedFilter<(Response,)> {
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", responses((status = 204, description = "Session ended"), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn logout(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "auth" / "logout")
         .and(warp::post())
         .and(super::caller(state))

@@ -53,4 +53,14 @@ pub const ENCRYPTED: &[EncryptedTable] = &[
         id_column: "id",
         columns: &["reason_enc"],
     },
+    EncryptedTable {
+        table: "appointments",
+        id_column: "id",
+        columns: &["reason_enc", "cancellation_reason_enc"],
+    },
+    EncryptedTable {
+        table: "idempotency_keys",
+        id_column: "id",
+        columns: &["response_enc"],
+    },
 ];

@@ -21,14 +21,18 @@ pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
 }
 
 /// GET /healthz: the process is up. Touches nothing else.
-fn healthz() -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process is up")))]
+pub(crate) fn healthz() -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("healthz")
         .and(warp::get())
         .map(|| reply::json(StatusCode::OK, &json!({ "status": "ok" })))
 }
 
 /// GET /readyz: the database answers and has every migration this binary knows.
-fn readyz(state: &AppState) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + use<> {
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "Ready"), (status = 503, description = "Database unreachable or migrations pending", body = crate::http::openapi::ProblemDoc)))]
+pub(crate) fn readyz(
+    state: &AppState,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + use<> {
     let state = state.clone();
     warp::path!("readyz").and(warp::get()).then(move || {
         let state = state.clone();
@@ -53,7 +57,10 @@ fn readyz(state: &AppState) -> impl Filter<Extract = (Response,), Error = warp::
 }
 
 /// GET /metrics: Prometheus text exposition.
-fn metrics(state: &AppState) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + use<> {
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text exposition")))]
+pub(crate) fn metrics(
+    state: &AppState,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + use<> {
     let state = state.clone();
     warp::path!("metrics").and(warp::get()).map(move || {
         let mut res = Response::new(super::metrics::render(&state.db).into());

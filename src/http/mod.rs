@@ -14,6 +14,7 @@ pub mod edge;
 pub mod etag;
 pub mod health;
 pub mod metrics;
+pub mod openapi;
 pub mod query;
 pub mod reply;
 pub mod routes;
@@ -35,6 +36,8 @@ pub use edge::{ClientIp, RequestId};
 /// `extra` lets tests mount routes of their own behind the same edge.
 pub fn routes(state: &AppState, extra: Option<BoxedFilter<(Response,)>>) -> BoxedFilter<(Response,)> {
     let api = health::routes(state)
+        .or(openapi::openapi_json())
+        .unify()
         .or(crate::auth::routes::routes(state))
         .unify()
         .or(crate::accounts::routes::routes(state))
@@ -42,6 +45,10 @@ pub fn routes(state: &AppState, extra: Option<BoxedFilter<(Response,)>>) -> Boxe
         .or(crate::audit::routes::routes(state))
         .unify()
         .or(crate::records::routes::routes(state))
+        .unify()
+        .or(crate::scheduling::provider_routes::routes(state))
+        .unify()
+        .or(crate::scheduling::appointment_routes::routes(state))
         .unify()
         .boxed();
     let api = match extra {

@@ -23,6 +23,7 @@ pub const ROUTES: &[RouteDef] = &[
     route("GET", "/healthz"),
     route("GET", "/readyz"),
     route("GET", "/metrics"),
+    route("GET", "/openapi.json"),
     // auth
     route("POST", "/v1/auth/register"),
     route("POST", "/v1/auth/login"),
@@ -50,6 +51,32 @@ pub const ROUTES: &[RouteDef] = &[
     route("GET", "/v1/patients/{id}/notes/{note_id}/versions"),
     route("POST", "/v1/patients/{id}/notes/{note_id}/sign"),
     route("POST", "/v1/patients/{id}/notes/{note_id}/amendments"),
+    // scheduling
+    route("POST", "/v1/providers"),
+    route("GET", "/v1/providers"),
+    route("GET", "/v1/providers/{id}"),
+    route("PATCH", "/v1/providers/{id}"),
+    route("GET", "/v1/providers/{id}/appointment-types"),
+    route("POST", "/v1/providers/{id}/appointment-types"),
+    route("PATCH", "/v1/providers/{id}/appointment-types/{type_id}"),
+    route("GET", "/v1/providers/{id}/availability"),
+    route("PUT", "/v1/providers/{id}/availability/weekly"),
+    route("POST", "/v1/providers/{id}/availability/overrides"),
+    route(
+        "DELETE",
+        "/v1/providers/{id}/availability/overrides/{override_id}",
+    ),
+    route("GET", "/v1/providers/{id}/slots"),
+    route("POST", "/v1/appointments"),
+    route("GET", "/v1/appointments"),
+    route("GET", "/v1/appointments/{id}"),
+    route("POST", "/v1/appointments/{id}/confirm"),
+    route("POST", "/v1/appointments/{id}/cancel"),
+    route("POST", "/v1/appointments/{id}/reschedule"),
+    route("POST", "/v1/appointments/{id}/check-in"),
+    route("POST", "/v1/appointments/{id}/no-show"),
+    route("POST", "/v1/appointments/{id}/complete"),
+    route("POST", "/v1/appointments/{id}/entered-in-error"),
 ];
 
 fn matches(template: &str, path: &str) -> bool {

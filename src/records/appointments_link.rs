@@ -1,19 +1,29 @@
-//! The care relationship that appointments establish.
-//!
-//! Appointments arrive with scheduling; until then no appointment exists, and only
-//! registering a patient creates a care relationship. Scheduling replaces this
-//! function's body with the query over its appointments table.
+//! The care relationship that appointments establish: a provider and a patient with a
+//! live or recent appointment (held, booked, arrived or fulfilled) starting within the
+//! window before or after now.
 
+use chrono::Utc;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use uuid::Uuid;
 
+use crate::schema::appointments;
+
 /// Whether the provider has an appointment with the patient within `window` of now.
 pub fn has_appointment_within(
-    _conn: &mut PgConnection,
-    _provider_id: Uuid,
-    _patient_id: Uuid,
-    _window: chrono::Duration,
+    conn: &mut PgConnection,
+    provider_id: Uuid,
+    patient_id: Uuid,
+    window: chrono::Duration,
 ) -> QueryResult<bool> {
-    Ok(false)
+    let now = Utc::now();
+    diesel::select(diesel::dsl::exists(
+        appointments::table
+            .filter(appointments::provider_id.eq(provider_id))
+            .filter(appointments::patient_id.eq(patient_id))
+            .filter(appointments::status.eq_any(["pending", "booked", "arrived", "fulfilled"]))
+            .filter(appointments::starts_at.ge(now - window))
+            .filter(appointments::starts_at.le(now + window)),
+    ))
+    .get_result(conn)
 }

@@ -34,7 +34,7 @@ pub fn live_grant(conn: &mut PgConnection, provider: Uuid, patient: Uuid) -> Que
 }
 
 /// A new grant.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Granted {
     pub id: Uuid,
     pub patient_id: Uuid,
@@ -113,7 +113,7 @@ pub fn end_expired(conn: &mut PgConnection) -> Result<usize, Error> {
 }
 
 /// A grant as admins review it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Review {
     pub id: Uuid,
     pub provider_id: Uuid,

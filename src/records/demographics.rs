@@ -20,7 +20,7 @@ macro_rules! redacted_debug {
 redacted_debug!(LegalName, Address, EmergencyContact, Demographics);
 
 /// Legal name.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LegalName {
     pub given: String,
@@ -28,7 +28,7 @@ pub struct LegalName {
 }
 
 /// Postal address.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Address {
     pub lines: Vec<String>,
@@ -42,7 +42,7 @@ pub struct Address {
 }
 
 /// Someone to call.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmergencyContact {
     pub name: String,
@@ -52,7 +52,7 @@ pub struct EmergencyContact {
 }
 
 /// Administrative sex (FHIR `AdministrativeGender`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Sex {
     Female,
@@ -83,7 +83,7 @@ impl Sex {
 }
 
 /// Everything the profile holds. Its `Debug` shows nothing.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Demographics {
     pub legal_name: LegalName,

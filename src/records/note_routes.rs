@@ -35,7 +35,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewNote {
     #[serde(default)]
@@ -71,7 +71,8 @@ fn authored(access: &Access, note: &NoteRow) -> Result<(), RecordsError> {
 }
 
 /// POST /v1/patients/{id}/notes: a provider starts a note (draft version 1).
-fn create(state: &AppState) -> BoxedFilter<(Response,)> {
+#[utoipa::path(post, path = "/v1/patients/{id}/notes", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id")), request_body = NewNote, responses((status = 201, description = "Draft version 1", body = super::notes::NoteView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn create(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes")
         .and(warp::post())
         .and(auth::with_role(state, &[Role::Provider]))
@@ -95,7 +96,8 @@ fn create(state: &AppState) -> BoxedFilter<(Response,)> {
 }
 
 /// GET /v1/patients/{id}/notes: the patient's notes with their current content.
-fn list(state: &AppState) -> BoxedFilter<(Response,)> {
+#[utoipa::path(get, path = "/v1/patients/{id}/notes", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id")), responses((status = 200, description = "Notes with current content", body = crate::http::openapi::Items<super::notes::NoteView>), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn list(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes")
         .and(warp::get())
         .and(auth::caller(state))
@@ -136,7 +138,8 @@ fn list(state: &AppState) -> BoxedFilter<(Response,)> {
 }
 
 /// GET /v1/patients/{id}/notes/{note_id}: one note, current content, with its ETag.
-fn read(state: &AppState) -> BoxedFilter<(Response,)> {
+#[utoipa::path(get, path = "/v1/patients/{id}/notes/{note_id}", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id"), ("note_id" = uuid::Uuid, Path, description = "Note id")), responses((status = 200, description = "The note", body = super::notes::NoteView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes" / Uuid)
         .and(warp::get())
         .and(auth::caller(state))
@@ -158,7 +161,8 @@ fn read(state: &AppState) -> BoxedFilter<(Response,)> {
 
 /// PUT /v1/patients/{id}/notes/{note_id}: the author edits a draft; the edit is a new
 /// version and the old one stays readable. Needs `If-Match`.
-fn edit(state: &AppState) -> BoxedFilter<(Response,)> {
+#[utoipa::path(put, path = "/v1/patients/{id}/notes/{note_id}", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id"), ("note_id" = uuid::Uuid, Path, description = "Note id"), ("If-Match" = String, Header, description = "The ETag you read")), request_body = Content, responses((status = 200, description = "A new draft version", body = super::notes::NoteView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn edit(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes" / Uuid)
         .and(warp::put())
         .and(auth::with_role(state, &[Role::Provider]))
@@ -218,7 +222,8 @@ fn edit(state: &AppState) -> BoxedFilter<(Response,)> {
 
 /// GET /v1/patients/{id}/notes/{note_id}/versions: every version, oldest first
 /// (patients see the signed version and the amendments after it).
-fn versions(state: &AppState) -> BoxedFilter<(Response,)> {
+#[utoipa::path(get, path = "/v1/patients/{id}/notes/{note_id}/versions", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id"), ("note_id" = uuid::Uuid, Path, description = "Note id")), responses((status = 200, description = "Every version", body = crate::http::openapi::Items<super::notes::VersionView>), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn versions(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes" / Uuid / "versions")
         .and(warp::get())
         .and(auth::caller(state))
@@ -252,7 +257,8 @@ fn versions(state: &AppState) -> BoxedFilter<(Response,)> {
 
 /// POST /v1/patients/{id}/notes/{note_id}/sign: the author signs the current draft,
 /// locking it. Needs `If-Match`, so what is signed is what was read.
-fn sign(state: &AppState) -> BoxedFilter<(Response,)> {
+#[utoipa::path(post, path = "/v1/patients/{id}/notes/{note_id}/sign", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id"), ("note_id" = uuid::Uuid, Path, description = "Note id"), ("If-Match" = String, Header, description = "The ETag you read")), responses((status = 200, description = "Signed and locked", body = super::notes::NoteView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn sign(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes" / Uuid / "sign")
         .and(warp::post())
         .and(auth::with_role(state, &[Role::Provider]))
@@ -305,7 +311,8 @@ fn sign(state: &AppState) -> BoxedFilter<(Response,)> {
 
 /// POST /v1/patients/{id}/notes/{note_id}/amendments: after signing, a provider with
 /// access adds an amendment: a new version, the signed one kept as it was.
-fn amend(state: &AppState) -> BoxedFilter<(Response,)> {
+#[utoipa::path(post, path = "/v1/patients/{id}/notes/{note_id}/amendments", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id"), ("note_id" = uuid::Uuid, Path, description = "Note id")), request_body = Content, responses((status = 201, description = "The amendment (a new version)", body = super::notes::NoteView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn amend(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes" / Uuid / "amendments")
         .and(warp::post())
         .and(auth::with_role(state, &[Role::Provider]))

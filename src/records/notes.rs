@@ -19,7 +19,7 @@ const VERSIONS: &str = "clinical_note_versions";
 pub const MAX_SECTION: usize = 20_000;
 
 /// The four sections. Its `Debug` shows nothing.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Content {
     #[serde(default)]
@@ -288,7 +288,7 @@ pub fn sign(conn: &mut PgConnection, note: &NoteRow, signer: Uuid) -> QueryResul
 }
 
 /// A note as the API shows it, with the content of its current version.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct NoteView {
     pub id: Uuid,
     pub patient_id: Uuid,
@@ -331,7 +331,7 @@ pub fn view(note: NoteRow, content: Content) -> NoteView {
 }
 
 /// One version as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct VersionView {
     pub version: i32,
     pub kind: String,

@@ -436,7 +436,7 @@ pub fn search(
 }
 
 /// What the API shows of a patient.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PatientView {
     pub id: Uuid,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,12 @@
+DROP FUNCTION expire_holds();
+DROP TRIGGER appointments_before_write ON appointments;
+DROP FUNCTION appointments_before_write();
+DROP FUNCTION record_hold_expiry(uuid, uuid, uuid, timestamptz, timestamptz, integer);
+DROP TABLE idempotency_keys;
+DROP TABLE events;
+ALTER TABLE clinical_notes DROP CONSTRAINT clinical_notes_appointment_fk;
+DROP TABLE appointments;
+DROP TABLE availability_overrides;
+DROP TABLE availability_rules;
+DROP TABLE appointment_types;
+DROP TABLE providers;

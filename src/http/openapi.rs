@@ -1,0 +1,179 @@
+//! The OpenAPI 3.1 document, generated from the route annotations beside each route
+//! (utoipa), served at `GET /openapi.json`. A test checks it lists every route of
+//! [`super::routes::ROUTES`], which another test checks is what the server serves.
+
+use http::StatusCode;
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+/// An RFC 9457 problem document (`application/problem+json`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemDoc {
+    /// Stable identifier of the kind of problem.
+    #[serde(rename = "type")]
+    #[schema(example = "https://carewire.dev/problems/validation-failed")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// Never holds patient data or internals.
+    pub detail: Option<String>,
+    /// For conflicts and refusals: what exactly (`slot_taken`, `no_care_relationship`, …).
+    pub code: Option<String>,
+    /// For validation failures: which fields and why.
+    pub errors: Option<Vec<FieldError>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+/// A list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Items<T: ToSchema> {
+    pub items: Vec<T>,
+}
+
+/// A page of a longer list; pass `next_cursor` as `cursor` for the next one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T: ToSchema> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Free slots of one appointment type.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SlotsDoc {
+    pub provider_id: uuid::Uuid,
+    pub type_id: uuid::Uuid,
+    pub time_zone: String,
+    pub duration_minutes: i32,
+    pub slots: Vec<crate::scheduling::slots::Slot>,
+}
+
+/// A provider's hours.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AvailabilityDoc {
+    pub time_zone: String,
+    pub weekly: Vec<crate::scheduling::availability::WindowInput>,
+    pub overrides: Vec<crate::scheduling::availability::OverrideView>,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("An access token from POST /v1/auth/login"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Carewire",
+        description = "Real-time backend for healthcare scheduling and telemedicine. Errors are RFC 9457 problem documents.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    paths(
+        crate::http::health::healthz,
+        crate::http::health::readyz,
+        crate::http::health::metrics,
+        openapi_json,
+        crate::auth::routes::register,
+        crate::auth::routes::login,
+        crate::auth::routes::refresh,
+        crate::auth::routes::logout,
+        crate::accounts::routes::me,
+        crate::accounts::routes::create_user,
+        crate::accounts::routes::get_user,
+        crate::accounts::routes::disable_user,
+        crate::audit::routes::admin_search,
+        crate::audit::routes::me_access_log,
+        crate::records::routes::create,
+        crate::records::routes::search,
+        crate::records::routes::read,
+        crate::records::routes::update,
+        crate::records::routes::open_break_glass,
+        crate::records::routes::review_break_glass,
+        crate::records::note_routes::create,
+        crate::records::note_routes::list,
+        crate::records::note_routes::read,
+        crate::records::note_routes::edit,
+        crate::records::note_routes::versions,
+        crate::records::note_routes::sign,
+        crate::records::note_routes::amend,
+        crate::scheduling::provider_routes::create_provider,
+        crate::scheduling::provider_routes::list_providers,
+        crate::scheduling::provider_routes::get_provider,
+        crate::scheduling::provider_routes::update_provider,
+        crate::scheduling::provider_routes::list_types,
+        crate::scheduling::provider_routes::create_type,
+        crate::scheduling::provider_routes::update_type,
+        crate::scheduling::provider_routes::get_availability,
+        crate::scheduling::provider_routes::put_weekly,
+        crate::scheduling::provider_routes::add_override,
+        crate::scheduling::provider_routes::delete_override,
+        crate::scheduling::provider_routes::slots,
+        crate::scheduling::appointment_routes::create,
+        crate::scheduling::appointment_routes::list,
+        crate::scheduling::appointment_routes::read,
+        crate::scheduling::appointment_routes::confirm,
+        crate::scheduling::appointment_routes::cancel,
+        crate::scheduling::appointment_routes::reschedule,
+        crate::scheduling::appointment_routes::check_in,
+        crate::scheduling::appointment_routes::no_show,
+        crate::scheduling::appointment_routes::complete,
+        crate::scheduling::appointment_routes::entered_in_error,
+    ),
+    tags(
+        (name = "health", description = "Liveness, readiness, metrics"),
+        (name = "auth", description = "Registration, sign-in, tokens"),
+        (name = "accounts", description = "Accounts and administration"),
+        (name = "audit", description = "The audit log"),
+        (name = "patients", description = "Patient records (PHI, encrypted, audited)"),
+        (name = "notes", description = "Clinical notes"),
+        (name = "providers", description = "Providers, appointment types, availability, slots"),
+        (name = "appointments", description = "Holding, booking and managing appointments"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as JSON.
+pub fn document() -> String {
+    ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into())
+}
+
+/// GET /openapi.json: this API, as OpenAPI 3.1.
+#[utoipa::path(get, path = "/openapi.json", tag = "health",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
+pub(crate) fn openapi_json() -> BoxedFilter<(Response,)> {
+    let body = std::sync::Arc::new(document());
+    warp::path!("openapi.json")
+        .and(warp::get())
+        .map(move || {
+            let mut res = Response::new(body.as_str().to_owned().into());
+            *res.status_mut() = StatusCode::OK;
+            res.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            res
+        })
+        .boxed()
+}

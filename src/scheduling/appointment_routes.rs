@@ -1,0 +1,805 @@
+//! Appointment routes. Every change runs in one transaction with its audit event, its
+//! outbox event and its `Idempotency-Key`; every change of an existing appointment needs
+//! `If-Match`. A patient sees only their own appointments, a provider only theirs,
+//! admins all; anything else is a 404, and the attempt is audited.
+
+use chrono::{DateTime, Duration, Utc};
+use diesel::Connection;
+use diesel::pg::PgConnection;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+use super::appointments::{self, AppointmentRow, Cancellation, ListFilter, NewBooking};
+use super::idempotency::{self, Answer, Claim, Idempotency};
+use super::providers;
+use super::status::{self, Refusal, Status, Transition};
+use crate::audit::{self, Code, DetailValue, action, purpose, resource};
+use crate::auth::{self, Caller, Role};
+use crate::error::Error;
+use crate::http::etag::{self, IfMatch};
+use crate::http::query::{self, Query};
+use crate::http::{RequestContext, body, reply, request_context, with_state};
+use crate::state::AppState;
+
+pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
+    create(state)
+        .or(list(state))
+        .unify()
+        .or(read(state))
+        .unify()
+        .or(reschedule(state))
+        .unify()
+        .or(cancel(state))
+        .unify()
+        .or(confirm(state))
+        .unify()
+        .or(check_in(state))
+        .unify()
+        .or(no_show(state))
+        .unify()
+        .or(complete(state))
+        .unify()
+        .or(entered_in_error(state))
+        .unify()
+        .boxed()
+}
+
+/// How the caller stands to an appointment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    OwnPatient,
+    OwnProvider,
+    Admin,
+    Stranger,
+}
+
+fn standing(conn: &mut PgConnection, caller: &Caller, row: &AppointmentRow) -> Result<Standing, Error> {
+    Ok(match caller.role {
+        Role::Admin => Standing::Admin,
+        Role::Provider if row.provider_id == caller.account_id => Standing::OwnProvider,
+        Role::Patient if appointments::patient_account(conn, row.patient_id)? == Some(caller.account_id) => {
+            Standing::OwnPatient
+        }
+        _ => Standing::Stranger,
+    })
+}
+
+fn purpose_for(role: Role) -> Code {
+    match role {
+        Role::Patient => purpose::PATIENT_REQUEST,
+        Role::Provider => purpose::TREATMENT,
+        Role::Admin => purpose::OPERATIONS,
+    }
+}
+
+/// Why a change stopped: a refusal to audit before answering, or an error.
+#[derive(Debug)]
+enum Failure {
+    Denied {
+        appointment: Uuid,
+        patient: Option<Uuid>,
+        reason: &'static str,
+        hidden: bool,
+    },
+    Error(Error),
+}
+
+impl<E: Into<Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Error(e.into())
+    }
+}
+
+fn hidden(row: &AppointmentRow) -> Failure {
+    Failure::Denied {
+        appointment: row.id,
+        patient: Some(row.patient_id),
+        reason: "not_own_appointment",
+        hidden: true,
+    }
+}
+
+async fn finish(state: &AppState, ctx: &RequestContext, caller: &Caller, failure: Failure) -> Response {
+    match failure {
+        Failure::Error(e) => reply::error(&e),
+        Failure::Denied {
+            appointment,
+            patient,
+            reason,
+            hidden,
+        } => {
+            let mut event = audit::event(
+                ctx,
+                audit::actor(caller),
+                action::ACCESS_DENIED,
+                resource::APPOINTMENT,
+                purpose::SYSTEM_ADMINISTRATION,
+            )
+            .resource(appointment)
+            .failed(Code::new(reason));
+            if let Some(p) = patient {
+                event = event.patient(p);
+            }
+            if let Err(e) = state.db.run(move |conn| audit::record(conn, &event)).await {
+                return reply::error(&e);
+            }
+            if hidden {
+                reply::error(&Error::NotFound)
+            } else {
+                reply::error(&Error::Refused {
+                    code: reason.to_owned(),
+                    detail: "You are not allowed to do this to this appointment.".into(),
+                })
+            }
+        }
+    }
+}
+
+/// Runs a change in one transaction with its idempotency key.
+async fn change<F>(
+    state: &AppState,
+    ctx: &RequestContext,
+    caller: Caller,
+    idem: Idempotency,
+    work: F,
+) -> Response
+where
+    F: FnOnce(&mut PgConnection, &AppState) -> Result<Answer, Failure> + Send + 'static,
+{
+    let result = state
+        .with_db(move |conn, state| {
+            Ok(conn.transaction::<(Answer, bool), Failure, _>(|conn| {
+                match idempotency::claim(conn, &state.crypto, caller.account_id, &idem)? {
+                    Claim::Replay(answer) => Ok((answer, true)),
+                    Claim::Fresh(claim) => {
+                        let answer = work(conn, state)?;
+                        idempotency::store(conn, &state.crypto, claim, &answer)?;
+                        Ok((answer, false))
+                    }
+                }
+            }))
+        })
+        .await;
+    match result {
+        Err(e) => reply::error(&e),
+        Ok(Ok((answer, replayed))) => answer.into_response(replayed),
+        Ok(Err(failure)) => finish(state, ctx, &caller, failure).await,
+    }
+}
+
+fn answer(status: StatusCode, view: &appointments::AppointmentView) -> Result<Answer, Failure> {
+    Ok(Answer {
+        status,
+        body: serde_json::to_value(view).map_err(|e| Error::Internal(e.into()))?,
+        etag: Some(view.version),
+        location: (status == StatusCode::CREATED).then(|| format!("/v1/appointments/{}", view.id)),
+    })
+}
+
+fn event(ctx: &RequestContext, caller: &Caller, action: Code, row: &AppointmentRow) -> audit::AuditEvent {
+    audit::event(
+        ctx,
+        audit::actor(caller),
+        action,
+        resource::APPOINTMENT,
+        purpose_for(caller.role),
+    )
+    .resource(row.id)
+    .patient(row.patient_id)
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct BookRequest {
+    provider_id: Uuid,
+    type_id: Uuid,
+    starts_at: DateTime<Utc>,
+    /// Required for providers and admins; a patient books for themselves.
+    #[serde(default)]
+    patient_id: Option<Uuid>,
+    /// Reason for visit (PHI: stored encrypted).
+    #[serde(default)]
+    reason: Option<String>,
+    /// Hold the slot (pending) instead of booking it; confirm before it lapses.
+    #[serde(default)]
+    hold: bool,
+}
+
+/// POST /v1/appointments: hold or book a slot.
+#[utoipa::path(post, path = "/v1/appointments", tag = "appointments", params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), request_body = BookRequest, responses((status = 201, description = "Held (pending) or booked", body = super::appointments::AppointmentView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn create(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "appointments")
+        .and(warp::post())
+        .and(auth::caller(state))
+        .and(request_context())
+        .and(idempotency::key())
+        .and(body::json::<BookRequest>(state.settings.http.body_limit))
+        .and(with_state(state))
+        .then(
+            |caller: Caller,
+             ctx: RequestContext,
+             key: Option<String>,
+             input: BookRequest,
+             state: AppState| async move {
+                if let Some(reason) = &input.reason
+                    && (reason.chars().count() > 1000 || reason.trim().is_empty())
+                {
+                    return reply::error(&Error::validation("reason", "must be 1 to 1000 characters"));
+                }
+                let idem = Idempotency::new(
+                    key,
+                    "POST",
+                    "/v1/appointments",
+                    &serde_json::to_value(&input).unwrap_or_default(),
+                );
+                let hold_ttl =
+                    Duration::from_std(state.settings.scheduling.hold_ttl).unwrap_or(Duration::minutes(5));
+                let request = ctx.clone();
+                change(&state, &ctx, caller, idem, move |conn, state| {
+                    let Some((provider, kind)) =
+                        providers::with_type(conn, input.provider_id, input.type_id)?
+                    else {
+                        return Err(Failure::Error(match providers::get(conn, input.provider_id)? {
+                            None => Error::validation("provider_id", "is not a provider"),
+                            Some(_) => {
+                                Error::validation("type_id", "is not an appointment type of this provider")
+                            }
+                        }));
+                    };
+                    let patient_id = match caller.role {
+                        Role::Patient => {
+                            let own = crate::records::patients::id_for_account(conn, caller.account_id)?
+                                .ok_or(Error::conflict(
+                                    "no_patient_record",
+                                    "create your patient record (POST /v1/patients) before booking",
+                                ))?;
+                            if input.patient_id.is_some_and(|p| p != own) {
+                                return Err(Failure::Error(Error::validation(
+                                    "patient_id",
+                                    "patients book for themselves",
+                                )));
+                            }
+                            own
+                        }
+                        Role::Provider | Role::Admin => {
+                            if caller.role == Role::Provider && provider.id != caller.account_id {
+                                return Err(Failure::Error(Error::Refused {
+                                    code: "not_own_calendar".into(),
+                                    detail: "Providers book on their own calendar.".into(),
+                                }));
+                            }
+                            // Whether it names a patient, the foreign key answers at insert.
+                            input
+                                .patient_id
+                                .ok_or(Error::validation("patient_id", "is required"))?
+                        }
+                    };
+                    let row = appointments::book(
+                        conn,
+                        &state.crypto,
+                        &NewBooking {
+                            provider: &provider,
+                            kind: &kind,
+                            patient_id,
+                            starts_at: input.starts_at,
+                            reason: input.reason.as_deref(),
+                            hold: input.hold.then_some(hold_ttl),
+                            booked_by: caller.account_id,
+                        },
+                    )?;
+                    audit::record(
+                        conn,
+                        &event(&request, &caller, action::CREATE, &row).detail(
+                            Code::new("status"),
+                            DetailValue::Code(Code::parse(row.status.clone()).unwrap_or(Code::new("booked"))),
+                        ),
+                    )?;
+                    let view = appointments::view(&state.crypto, &row, provider.tz(), true)?;
+                    answer(StatusCode::CREATED, &view)
+                })
+                .await
+            },
+        )
+        .boxed()
+}
+
+const LIST_PARAMS: &[&str] = &["provider", "patient", "status", "from", "to", "cursor", "limit"];
+
+/// GET /v1/appointments?provider=&patient=&status=&from=&to=&cursor=&limit=: the
+/// caller's appointments (all, for admins), by start time.
+#[utoipa::path(get, path = "/v1/appointments", tag = "appointments", params(("provider" = Option<uuid::Uuid>, Query), ("patient" = Option<uuid::Uuid>, Query), ("status" = Option<String>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)), responses((status = 200, description = "Appointments by start time", body = crate::http::openapi::Page<super::appointments::AppointmentView>), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn list(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "appointments")
+        .and(warp::get())
+        .and(auth::caller(state))
+        .and(request_context())
+        .and(query::raw())
+        .and(with_state(state))
+        .then(
+            |caller: Caller, ctx: RequestContext, raw: String, state: AppState| async move {
+                reply::respond(list_handler(caller, ctx, &raw, state).await)
+            },
+        )
+        .boxed()
+}
+
+fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}:{id}", at.timestamp_micros()))
+}
+
+fn decode_cursor(value: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    use base64::Engine;
+    let text = String::from_utf8(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(value)
+            .ok()?,
+    )
+    .ok()?;
+    let (micros, id) = text.split_once(':')?;
+    Some((
+        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+        id.parse().ok()?,
+    ))
+}
+
+async fn list_handler(
+    caller: Caller,
+    ctx: RequestContext,
+    raw: &str,
+    state: AppState,
+) -> Result<Response, Error> {
+    let q = Query::parse(raw, LIST_PARAMS)?;
+    let mut filter = ListFilter {
+        provider_id: q.uuid("provider")?,
+        patient_id: q.uuid("patient")?,
+        status: q.parsed(
+            "status",
+            "must be an appointment status such as booked",
+            Status::parse,
+        )?,
+        from: q.datetime("from")?,
+        to: q.datetime("to")?,
+        after: q.parsed("cursor", "is not a cursor this API returned", decode_cursor)?,
+        limit: q.number("limit", 50, 1, 200)?,
+    };
+    let limit = filter.limit;
+    let views = state
+        .with_db(move |conn, state| {
+            conn.transaction(|conn| {
+                match caller.role {
+                    Role::Patient => {
+                        let Some(own) = crate::records::patients::id_for_account(conn, caller.account_id)?
+                        else {
+                            return Ok::<_, Error>(Vec::new());
+                        };
+                        if filter.patient_id.is_some_and(|p| p != own) {
+                            return Ok(Vec::new());
+                        }
+                        filter.patient_id = Some(own);
+                    }
+                    Role::Provider => {
+                        if filter.provider_id.is_some_and(|p| p != caller.account_id) {
+                            return Ok(Vec::new());
+                        }
+                        filter.provider_id = Some(caller.account_id);
+                    }
+                    Role::Admin => {}
+                }
+                let rows = appointments::list(conn, &filter)?;
+                let mut audit_event = audit::event(
+                    &ctx,
+                    audit::actor(&caller),
+                    action::READ,
+                    resource::APPOINTMENT,
+                    purpose_for(caller.role),
+                )
+                .detail(Code::new("results"), DetailValue::Count(rows.len() as i64));
+                if let Some(p) = filter.patient_id {
+                    audit_event = audit_event.patient(p);
+                }
+                audit::record(conn, &audit_event)?;
+                let mut views = Vec::with_capacity(rows.len());
+                let mut zones = std::collections::HashMap::new();
+                for row in &rows {
+                    let tz = match zones.get(&row.provider_id) {
+                        Some(tz) => *tz,
+                        None => {
+                            let tz = providers::get(conn, row.provider_id)?
+                                .map(|p| p.tz())
+                                .unwrap_or(chrono_tz::UTC);
+                            zones.insert(row.provider_id, tz);
+                            tz
+                        }
+                    };
+                    views.push(appointments::view(&state.crypto, row, tz, false)?);
+                }
+                Ok(views)
+            })
+        })
+        .await?;
+    let next_cursor = (views.len() as i64 == limit)
+        .then(|| views.last().map(|v| encode_cursor(v.starts_at, v.id)))
+        .flatten();
+    Ok(reply::json(
+        StatusCode::OK,
+        &json!({ "items": views, "next_cursor": next_cursor }),
+    ))
+}
+
+/// GET /v1/appointments/{id}: one appointment, with its reason for visit; audited.
+#[utoipa::path(get, path = "/v1/appointments/{id}", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id")), responses((status = 200, description = "The appointment with its reason for visit", body = super::appointments::AppointmentView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "appointments" / Uuid)
+        .and(warp::get())
+        .and(auth::caller(state))
+        .and(request_context())
+        .and(with_state(state))
+        .then(
+            |id: Uuid, caller: Caller, ctx: RequestContext, state: AppState| async move {
+                let request = ctx.clone();
+                let result = state
+                    .with_db(move |conn, state| {
+                        Ok(conn.transaction::<_, Failure, _>(|conn| {
+                            let row = appointments::load(conn, id)?.ok_or(Error::NotFound)?;
+                            if standing(conn, &caller, &row)? == Standing::Stranger {
+                                return Err(hidden(&row));
+                            }
+                            audit::record(conn, &event(&request, &caller, action::READ, &row))?;
+                            let tz = providers::get(conn, row.provider_id)?
+                                .map(|p| p.tz())
+                                .unwrap_or(chrono_tz::UTC);
+                            Ok(appointments::view(&state.crypto, &row, tz, true)?)
+                        }))
+                    })
+                    .await;
+                match result {
+                    Err(e) => reply::error(&e),
+                    Ok(Ok(view)) => etag::with_etag(reply::json(StatusCode::OK, &view), view.version),
+                    Ok(Err(failure)) => finish(&state, &ctx, &caller, failure).await,
+                }
+            },
+        )
+        .boxed()
+}
+
+/// The common part of a change to an existing appointment: load and lock, check the
+/// caller may see it and that `If-Match` is current.
+fn locked(
+    conn: &mut PgConnection,
+    caller: &Caller,
+    id: Uuid,
+    if_match: IfMatch,
+) -> Result<(AppointmentRow, Standing), Failure> {
+    let row = appointments::load_for_update(conn, id)?.ok_or(Error::NotFound)?;
+    let standing = standing(conn, caller, &row)?;
+    if standing == Standing::Stranger {
+        return Err(hidden(&row));
+    }
+    if_match.check(row.version)?;
+    Ok((row, standing))
+}
+
+/// The state machine's verdict, as a failure when refused.
+fn decide(row: &AppointmentRow, transition: Transition, role: Role) -> Result<Status, Failure> {
+    status::apply(row.status(), transition, role).map_err(|refusal| match refusal {
+        Refusal::NotFromStatus(current) => Failure::Error(Error::conflict(
+            "invalid_transition",
+            format!(
+                "cannot {} an appointment that is {current}",
+                transition.as_str().replace('_', " ")
+            ),
+        )),
+        Refusal::NotForRole(_) => Failure::Denied {
+            appointment: row.id,
+            patient: Some(row.patient_id),
+            reason: "not_allowed_for_role",
+            hidden: false,
+        },
+    })
+}
+
+/// Patients may not cancel or move an appointment within the type's cutoff.
+fn check_cutoff(conn: &mut PgConnection, caller: &Caller, row: &AppointmentRow) -> Result<(), Failure> {
+    if caller.role != Role::Patient {
+        return Ok(());
+    }
+    let kind = providers::get_type(conn, row.provider_id, row.type_id)?.ok_or(Error::NotFound)?;
+    let cutoff = Duration::minutes(i64::from(kind.cancellation_cutoff_minutes));
+    if Utc::now() > row.starts_at - cutoff {
+        return Err(Failure::Error(Error::conflict(
+            "cancellation_cutoff",
+            format!(
+                "patients can change this appointment until {} minutes before it starts; contact the clinic",
+                kind.cancellation_cutoff_minutes
+            ),
+        )));
+    }
+    Ok(())
+}
+
+/// A status change the state machine allowed.
+struct StatusChange<'a> {
+    transition: Transition,
+    to: Status,
+    cancellation: Option<Cancellation<'a>>,
+}
+
+fn apply_change(
+    conn: &mut PgConnection,
+    state: &AppState,
+    (ctx, caller): (&RequestContext, &Caller),
+    row: &AppointmentRow,
+    change: StatusChange<'_>,
+) -> Result<Answer, Failure> {
+    let StatusChange {
+        transition,
+        to,
+        cancellation,
+    } = change;
+    let updated = appointments::change_status(conn, &state.crypto, row, to, cancellation)?;
+    audit::record(
+        conn,
+        &event(ctx, caller, action::UPDATE, &updated)
+            .detail(
+                Code::new("change"),
+                DetailValue::Code(Code::new(transition.as_str())),
+            )
+            .detail(
+                Code::new("status"),
+                DetailValue::Code(Code::parse(updated.status.clone()).unwrap_or(Code::new("unknown"))),
+            ),
+    )?;
+    let tz = providers::get(conn, updated.provider_id)?
+        .map(|p| p.tz())
+        .unwrap_or(chrono_tz::UTC);
+    answer(
+        StatusCode::OK,
+        &appointments::view(&state.crypto, &updated, tz, true)?,
+    )
+}
+
+/// POST /v1/appointments/{id}/confirm: a hold or a proposal becomes booked.
+#[utoipa::path(post, path = "/v1/appointments/{id}/confirm", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), responses((status = 200, description = "Booked", body = super::appointments::AppointmentView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn confirm(state: &AppState) -> BoxedFilter<(Response,)> {
+    transition(state, "confirm", Transition::Confirm)
+}
+
+/// POST /v1/appointments/{id}/check-in: the patient has arrived.
+#[utoipa::path(post, path = "/v1/appointments/{id}/check-in", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), responses((status = 200, description = "Arrived", body = super::appointments::AppointmentView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn check_in(state: &AppState) -> BoxedFilter<(Response,)> {
+    transition(state, "check-in", Transition::CheckIn)
+}
+
+/// POST /v1/appointments/{id}/no-show: the patient did not come (after the start).
+#[utoipa::path(post, path = "/v1/appointments/{id}/no-show", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), responses((status = 200, description = "Marked no-show", body = super::appointments::AppointmentView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn no_show(state: &AppState) -> BoxedFilter<(Response,)> {
+    transition(state, "no-show", Transition::NoShow)
+}
+
+/// POST /v1/appointments/{id}/complete: the visit took place (staff).
+#[utoipa::path(post, path = "/v1/appointments/{id}/complete", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), responses((status = 200, description = "Fulfilled", body = super::appointments::AppointmentView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn complete(state: &AppState) -> BoxedFilter<(Response,)> {
+    transition(state, "complete", Transition::Complete)
+}
+
+/// POST /v1/appointments/{id}/entered-in-error: undo a record made by mistake (admins).
+#[utoipa::path(post, path = "/v1/appointments/{id}/entered-in-error", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), responses((status = 200, description = "Marked entered in error", body = super::appointments::AppointmentView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn entered_in_error(state: &AppState) -> BoxedFilter<(Response,)> {
+    transition(state, "entered-in-error", Transition::EnteredInError)
+}
+
+/// POST /v1/appointments/{id}/{confirm|check-in|no-show|complete|entered-in-error}:
+/// status changes with no body; each needs `If-Match`.
+fn transition(state: &AppState, segment: &'static str, transition: Transition) -> BoxedFilter<(Response,)> {
+    warp::path("v1")
+        .and(warp::path("appointments"))
+        .and(warp::path::param::<Uuid>())
+        .and(warp::path(segment))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(auth::caller(state))
+        .and(request_context())
+        .and(etag::if_match())
+        .and(idempotency::key())
+        .and(with_state(state))
+        .then(
+            move |id: Uuid,
+                  caller: Caller,
+                  ctx: RequestContext,
+                  if_match: IfMatch,
+                  key: Option<String>,
+                  state: AppState| async move {
+                let idem = Idempotency::new(
+                    key,
+                    "POST",
+                    &format!("/v1/appointments/{id}/{segment}"),
+                    &json!({}),
+                );
+                let request = ctx.clone();
+                change(&state, &ctx, caller, idem, move |conn, state| {
+                    let (row, _) = locked(conn, &caller, id, if_match)?;
+                    let to = decide(&row, transition, caller.role)?;
+                    let now = Utc::now();
+                    match transition {
+                        Transition::Confirm
+                            if row.status() == Status::Pending
+                                && row.hold_expires_at.is_some_and(|t| t <= now) =>
+                        {
+                            return Err(Failure::Error(Error::conflict(
+                                "hold_expired",
+                                "the hold lapsed; book again",
+                            )));
+                        }
+                        Transition::NoShow if now < row.starts_at => {
+                            return Err(Failure::Error(Error::conflict(
+                                "not_started",
+                                "a no-show is marked after the start time",
+                            )));
+                        }
+                        Transition::CheckIn if now >= row.ends_at => {
+                            return Err(Failure::Error(Error::conflict(
+                                "already_over",
+                                "the appointment is over",
+                            )));
+                        }
+                        _ => {}
+                    }
+                    apply_change(
+                        conn,
+                        state,
+                        (&request, &caller),
+                        &row,
+                        StatusChange {
+                            transition,
+                            to,
+                            cancellation: None,
+                        },
+                    )
+                })
+                .await
+            },
+        )
+        .boxed()
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CancelRequest {
+    /// Why (stored encrypted).
+    reason: String,
+}
+
+/// POST /v1/appointments/{id}/cancel {reason}: patients within the type's cutoff;
+/// providers and admins at any time. Needs `If-Match`.
+#[utoipa::path(post, path = "/v1/appointments/{id}/cancel", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), request_body = CancelRequest, responses((status = 200, description = "Cancelled", body = super::appointments::AppointmentView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn cancel(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "appointments" / Uuid / "cancel")
+        .and(warp::post())
+        .and(auth::caller(state))
+        .and(request_context())
+        .and(etag::if_match())
+        .and(idempotency::key())
+        .and(body::json::<CancelRequest>(state.settings.http.body_limit))
+        .and(with_state(state))
+        .then(
+            |id: Uuid,
+             caller: Caller,
+             ctx: RequestContext,
+             if_match: IfMatch,
+             key: Option<String>,
+             input: CancelRequest,
+             state: AppState| async move {
+                let reason = input.reason.trim().to_owned();
+                if reason.is_empty() || reason.chars().count() > 500 {
+                    return reply::error(&Error::validation(
+                        "reason",
+                        "must say why, in 1 to 500 characters",
+                    ));
+                }
+                let idem = Idempotency::new(
+                    key,
+                    "POST",
+                    &format!("/v1/appointments/{id}/cancel"),
+                    &json!({ "reason": reason }),
+                );
+                let request = ctx.clone();
+                change(&state, &ctx, caller, idem, move |conn, state| {
+                    let (row, _) = locked(conn, &caller, id, if_match)?;
+                    let to = decide(&row, Transition::Cancel, caller.role)?;
+                    if row.status() == Status::Booked {
+                        check_cutoff(conn, &caller, &row)?;
+                    }
+                    let code = match caller.role {
+                        Role::Patient => "cancelled_by_patient",
+                        Role::Provider => "cancelled_by_provider",
+                        Role::Admin => "cancelled_by_admin",
+                    };
+                    let cancellation = Cancellation {
+                        code,
+                        reason: &reason,
+                        by: caller.account_id,
+                    };
+                    apply_change(
+                        conn,
+                        state,
+                        (&request, &caller),
+                        &row,
+                        StatusChange {
+                            transition: Transition::Cancel,
+                            to,
+                            cancellation: Some(cancellation),
+                        },
+                    )
+                })
+                .await
+            },
+        )
+        .boxed()
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RescheduleRequest {
+    starts_at: DateTime<Utc>,
+}
+
+/// POST /v1/appointments/{id}/reschedule {starts_at}: moves it atomically (the new time
+/// is taken and the old freed together, or nothing changes). Needs `If-Match`.
+#[utoipa::path(post, path = "/v1/appointments/{id}/reschedule", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), request_body = RescheduleRequest, responses((status = 200, description = "Moved", body = super::appointments::AppointmentView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn reschedule(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "appointments" / Uuid / "reschedule")
+        .and(warp::post())
+        .and(auth::caller(state))
+        .and(request_context())
+        .and(etag::if_match())
+        .and(idempotency::key())
+        .and(body::json::<RescheduleRequest>(state.settings.http.body_limit))
+        .and(with_state(state))
+        .then(
+            |id: Uuid,
+             caller: Caller,
+             ctx: RequestContext,
+             if_match: IfMatch,
+             key: Option<String>,
+             input: RescheduleRequest,
+             state: AppState| async move {
+                let idem = Idempotency::new(
+                    key,
+                    "POST",
+                    &format!("/v1/appointments/{id}/reschedule"),
+                    &serde_json::to_value(&input).unwrap_or_default(),
+                );
+                let request = ctx.clone();
+                change(&state, &ctx, caller, idem, move |conn, state| {
+                    let (row, _) = locked(conn, &caller, id, if_match)?;
+                    if !matches!(row.status(), Status::Pending | Status::Booked) {
+                        return Err(Failure::Error(Error::conflict(
+                            "invalid_transition",
+                            format!("cannot reschedule an appointment that is {}", row.status()),
+                        )));
+                    }
+                    check_cutoff(conn, &caller, &row)?;
+                    let (provider, kind) =
+                        providers::with_type(conn, row.provider_id, row.type_id)?.ok_or(Error::NotFound)?;
+                    let updated = appointments::reschedule(conn, &row, &provider, &kind, input.starts_at)?;
+                    audit::record(
+                        conn,
+                        &event(&request, &caller, action::UPDATE, &updated)
+                            .detail(Code::new("change"), DetailValue::Code(Code::new("reschedule"))),
+                    )?;
+                    answer(
+                        StatusCode::OK,
+                        &appointments::view(&state.crypto, &updated, provider.tz(), true)?,
+                    )
+                })
+                .await
+            },
+        )
+        .boxed()
+}

@@ -1,0 +1,23 @@
+//! Scheduling: providers, appointment types, availability, slots and appointments.
+//!
+//! - [`providers`]: public profiles and appointment types.
+//! - [`availability`]: weekly hours and dated overrides, in wall-clock time.
+//! - [`slots`]: free slots, a pure function of rules, overrides, bookings and time.
+//! - [`status`]: the appointment state machine (FHIR R4 statuses, who may do what).
+//! - [`appointments`]: holds, bookings, reschedules, status changes.
+//! - [`outbox`]: the events every change writes for the real-time gateway.
+//! - [`idempotency`]: `Idempotency-Key` for every change.
+//! - [`provider_routes`], [`appointment_routes`]: the HTTP API.
+//!
+//! No double booking is the database's invariant (exclusion constraints); this module
+//! turns its refusals into 409s.
+
+pub mod appointment_routes;
+pub mod appointments;
+pub mod availability;
+pub mod idempotency;
+pub mod outbox;
+pub mod provider_routes;
+pub mod providers;
+pub mod slots;
+pub mod status;

@@ -1,0 +1,595 @@
+//! Provider routes: profiles, appointment types, availability, and slot search.
+//! Profiles, types and slots are public (no PHI); a provider manages their own
+//! calendar, admins any.
+
+use chrono::{Duration, Utc};
+use diesel::Connection;
+use diesel::pg::PgConnection;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+use super::availability::{self, OverrideInput, WindowInput};
+use super::providers::{self, ProfileInput, TypeInput};
+use super::{appointments, outbox};
+use crate::audit::{self, Code, action, purpose};
+use crate::auth::{self, Caller, Role};
+use crate::error::Error;
+use crate::http::etag::{self, IfMatch};
+use crate::http::query::Query;
+use crate::http::{RequestContext, body, query, reply, request_context, with_state};
+use crate::state::AppState;
+
+/// Longest slot search, in days.
+pub const MAX_SLOT_RANGE_DAYS: i64 = 62;
+
+pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
+    create_provider(state)
+        .or(list_providers(state))
+        .unify()
+        .or(get_provider(state))
+        .unify()
+        .or(update_provider(state))
+        .unify()
+        .or(list_types(state))
+        .unify()
+        .or(create_type(state))
+        .unify()
+        .or(update_type(state))
+        .unify()
+        .or(get_availability(state))
+        .unify()
+        .or(put_weekly(state))
+        .unify()
+        .or(add_override(state))
+        .unify()
+        .or(delete_override(state))
+        .unify()
+        .or(slots(state))
+        .unify()
+        .boxed()
+}
+
+/// A provider manages their own calendar; admins any. Refusals are audited.
+async fn may_manage(
+    state: &AppState,
+    ctx: &RequestContext,
+    caller: &Caller,
+    provider_id: Uuid,
+) -> Result<(), Error> {
+    if caller.role == Role::Admin || (caller.role == Role::Provider && caller.account_id == provider_id) {
+        return Ok(());
+    }
+    audit::record_denial(
+        state,
+        ctx,
+        caller,
+        Code::new("provider"),
+        Some(provider_id),
+        Code::new("not_own_calendar"),
+    )
+    .await?;
+    Err(Error::Refused {
+        code: "not_own_calendar".into(),
+        detail: "Only the provider and admins manage this calendar.".into(),
+    })
+}
+
+fn config_event(
+    ctx: &RequestContext,
+    caller: &Caller,
+    action: Code,
+    resource: &'static str,
+    id: Uuid,
+) -> audit::AuditEvent {
+    audit::event(
+        ctx,
+        audit::actor(caller),
+        action,
+        Code::new(resource),
+        purpose::OPERATIONS,
+    )
+    .resource(id)
+}
+
+fn provider_or_404(conn: &mut PgConnection, id: Uuid) -> Result<providers::Provider, Error> {
+    providers::get(conn, id)?.ok_or(Error::NotFound)
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewProvider {
+    account_id: Uuid,
+    #[serde(flatten)]
+    profile: ProfileInput,
+}
+
+/// POST /v1/providers: an admin gives a provider account its public profile.
+#[utoipa::path(post, path = "/v1/providers", tag = "providers", request_body = NewProvider, responses((status = 201, description = "Created", body = providers::Provider), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn create_provider(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "providers")
+        .and(warp::post())
+        .and(auth::with_role(state, &[Role::Admin]))
+        .and(request_context())
+        .and(body::json::<NewProvider>(state.settings.http.body_limit))
+        .and(with_state(state))
+        .then(
+            |admin: Caller, ctx: RequestContext, input: NewProvider, state: AppState| async move {
+                let result = async {
+                    let profile = input.profile.validated()?;
+                    let account = input.account_id;
+                    state
+                        .db
+                        .run(move |conn| {
+                            conn.transaction(|conn| {
+                                let p = providers::create(conn, account, &profile)?;
+                                audit::record(
+                                    conn,
+                                    &config_event(&ctx, &admin, action::CREATE, "provider", p.id),
+                                )?;
+                                Ok::<_, Error>(p)
+                            })
+                        })
+                        .await
+                }
+                .await;
+                reply::respond(
+                    result.map(|p| etag::with_etag(reply::json(StatusCode::CREATED, &p), p.version)),
+                )
+            },
+        )
+        .boxed()
+}
+
+/// GET /v1/providers: every provider's public profile.
+#[utoipa::path(get, path = "/v1/providers", tag = "providers", responses((status = 200, description = "Every provider", body = crate::http::openapi::Items<providers::Provider>)))]
+pub(crate) fn list_providers(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "providers")
+        .and(warp::get())
+        .and(with_state(state))
+        .then(|state: AppState| async move {
+            let result = state.db.run(|conn| Ok(providers::list(conn)?)).await;
+            reply::respond(result.map(|items| reply::json(StatusCode::OK, &json!({ "items": items }))))
+        })
+        .boxed()
+}
+
+/// GET /v1/providers/{id}: a provider's public profile.
+#[utoipa::path(get, path = "/v1/providers/{id}", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id")), responses((status = 200, description = "The profile", body = providers::Provider), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)))]
+pub(crate) fn get_provider(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "providers" / Uuid)
+        .and(warp::get())
+        .and(with_state(state))
+        .then(|id: Uuid, state: AppState| async move {
+            let result = state.db.run(move |conn| provider_or_404(conn, id)).await;
+            reply::respond(result.map(|p| etag::with_etag(reply::json(StatusCode::OK, &p), p.version)))
+        })
+        .boxed()
+}
+
+fn merge<T: Serialize + serde::de::DeserializeOwned>(
+    current: &T,
+    patch: &serde_json::Map<String, serde_json::Value>,
+) -> Result<T, Error> {
+    let mut value = serde_json::to_value(current).map_err(|e| Error::Internal(e.into()))?;
+    if let Some(object) = value.as_object_mut() {
+        for (k, v) in patch {
+            object.insert(k.clone(), v.clone());
+        }
+    }
+    crate::http::body::parse(value.to_string().as_bytes())
+}
+
+/// PATCH /v1/providers/{id}: the provider (or an admin) edits the profile; needs
+/// `If-Match`.
+#[utoipa::path(patch, path = "/v1/providers/{id}", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id"), ("If-Match" = String, Header, description = "The ETag you read")), request_body = Object, responses((status = 200, description = "Updated", body = providers::Provider), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn update_provider(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "providers" / Uuid)
+        .and(warp::patch())
+        .and(auth::caller(state))
+        .and(request_context())
+        .and(etag::if_match())
+        .and(body::json::<serde_json::Map<String, serde_json::Value>>(
+            state.settings.http.body_limit,
+        ))
+        .and(with_state(state))
+        .then(
+            |id: Uuid,
+             caller: Caller,
+             ctx: RequestContext,
+             if_match: IfMatch,
+             patch: serde_json::Map<String, serde_json::Value>,
+             state: AppState| async move {
+                let result = async {
+                    may_manage(&state, &ctx, &caller, id).await?;
+                    state
+                        .db
+                        .run(move |conn| {
+                            conn.transaction(|conn| {
+                                let current = provider_or_404(conn, id)?;
+                                let expected = if_match.check(current.version)?;
+                                let input = merge(
+                                    &ProfileInput {
+                                        display_name: current.display_name.clone(),
+                                        specialty: current.specialty.clone(),
+                                        time_zone: current.time_zone.clone(),
+                                        bio: current.bio.clone(),
+                                    },
+                                    &patch,
+                                )?
+                                .validated()?;
+                                let p = providers::update(conn, id, expected, &input)?;
+                                audit::record(
+                                    conn,
+                                    &config_event(&ctx, &caller, action::UPDATE, "provider", id),
+                                )?;
+                                if input.time_zone != current.time_zone {
+                                    outbox::emit_for_provider(
+                                        conn,
+                                        outbox::kind::AVAILABILITY_CHANGED,
+                                        id,
+                                        json!({ "provider_id": id }),
+                                    )?;
+                                }
+                                Ok::<_, Error>(p)
+                            })
+                        })
+                        .await
+                }
+                .await;
+                reply::respond(result.map(|p| etag::with_etag(reply::json(StatusCode::OK, &p), p.version)))
+            },
+        )
+        .boxed()
+}
+
+/// GET /v1/providers/{id}/appointment-types: the types offered (active ones).
+#[utoipa::path(get, path = "/v1/providers/{id}/appointment-types", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id")), responses((status = 200, description = "Active types", body = crate::http::openapi::Items<providers::AppointmentType>), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)))]
+pub(crate) fn list_types(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "providers" / Uuid / "appointment-types")
+        .and(warp::get())
+        .and(with_state(state))
+        .then(|id: Uuid, state: AppState| async move {
+            let result = state
+                .db
+                .run(move |conn| {
+                    provider_or_404(conn, id)?;
+                    Ok(providers::types(conn, id, true)?)
+                })
+                .await;
+            reply::respond(result.map(|items| reply::json(StatusCode::OK, &json!({ "items": items }))))
+        })
+        .boxed()
+}
+
+/// POST /v1/providers/{id}/appointment-types: a new type of appointment.
+#[utoipa::path(post, path = "/v1/providers/{id}/appointment-types", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id")), request_body = TypeInput, responses((status = 201, description = "Created", body = providers::AppointmentType), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn create_type(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "providers" / Uuid / "appointment-types")
+        .and(warp::post())
+        .and(auth::caller(state))
+        .and(request_context())
+        .and(body::json::<TypeInput>(state.settings.http.body_limit))
+        .and(with_state(state))
+        .then(
+            |id: Uuid, caller: Caller, ctx: RequestContext, input: TypeInput, state: AppState| async move {
+                let result = async {
+                    may_manage(&state, &ctx, &caller, id).await?;
+                    let input = input.validated()?;
+                    state
+                        .db
+                        .run(move |conn| {
+                            conn.transaction(|conn| {
+                                provider_or_404(conn, id)?;
+                                let t = providers::create_type(conn, id, &input)?;
+                                audit::record(
+                                    conn,
+                                    &config_event(&ctx, &caller, action::CREATE, "appointment_type", t.id),
+                                )?;
+                                outbox::emit_for_provider(
+                                    conn,
+                                    outbox::kind::AVAILABILITY_CHANGED,
+                                    id,
+                                    json!({ "provider_id": id }),
+                                )?;
+                                Ok::<_, Error>(t)
+                            })
+                        })
+                        .await
+                }
+                .await;
+                reply::respond(
+                    result.map(|t| etag::with_etag(reply::json(StatusCode::CREATED, &t), t.version)),
+                )
+            },
+        )
+        .boxed()
+}
+
+/// PATCH /v1/providers/{id}/appointment-types/{type_id}: edits a type (set `active`
+/// to false to stop offering it); needs `If-Match`.
+#[utoipa::path(patch, path = "/v1/providers/{id}/appointment-types/{type_id}", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id"), ("type_id" = uuid::Uuid, Path, description = "Appointment type id"), ("If-Match" = String, Header, description = "The ETag you read")), request_body = Object, responses((status = 200, description = "Updated", body = providers::AppointmentType), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn update_type(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "providers" / Uuid / "appointment-types" / Uuid)
+        .and(warp::patch())
+        .and(auth::caller(state))
+        .and(request_context())
+        .and(etag::if_match())
+        .and(body::json::<serde_json::Map<String, serde_json::Value>>(
+            state.settings.http.body_limit,
+        ))
+        .and(with_state(state))
+        .then(
+            |id: Uuid,
+             type_id: Uuid,
+             caller: Caller,
+             ctx: RequestContext,
+             if_match: IfMatch,
+             patch: serde_json::Map<String, serde_json::Value>,
+             state: AppState| async move {
+                let result = async {
+                    may_manage(&state, &ctx, &caller, id).await?;
+                    state
+                        .db
+                        .run(move |conn| {
+                            conn.transaction(|conn| {
+                                let t = providers::get_type(conn, id, type_id)?.ok_or(Error::NotFound)?;
+                                let expected = if_match.check(t.version)?;
+                                let current = TypeInput {
+                                    name: t.name,
+                                    duration_minutes: t.duration_minutes,
+                                    buffer_before_minutes: t.buffer_before_minutes,
+                                    buffer_after_minutes: t.buffer_after_minutes,
+                                    modality: t.modality,
+                                    min_notice_minutes: t.min_notice_minutes,
+                                    booking_horizon_days: t.booking_horizon_days,
+                                    max_per_day: t.max_per_day,
+                                    cancellation_cutoff_minutes: t.cancellation_cutoff_minutes,
+                                    active: t.active,
+                                };
+                                let input = merge(&current, &patch)?.validated()?;
+                                let updated = providers::update_type(conn, id, type_id, expected, &input)?;
+                                audit::record(
+                                    conn,
+                                    &config_event(&ctx, &caller, action::UPDATE, "appointment_type", type_id),
+                                )?;
+                                outbox::emit_for_provider(
+                                    conn,
+                                    outbox::kind::AVAILABILITY_CHANGED,
+                                    id,
+                                    json!({ "provider_id": id }),
+                                )?;
+                                Ok::<_, Error>(updated)
+                            })
+                        })
+                        .await
+                }
+                .await;
+                reply::respond(result.map(|t| etag::with_etag(reply::json(StatusCode::OK, &t), t.version)))
+            },
+        )
+        .boxed()
+}
+
+/// GET /v1/providers/{id}/availability: weekly hours and overrides.
+#[utoipa::path(get, path = "/v1/providers/{id}/availability", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id")), responses((status = 200, description = "Weekly hours and overrides", body = crate::http::openapi::AvailabilityDoc), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn get_availability(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "providers" / Uuid / "availability")
+        .and(warp::get())
+        .and(auth::caller(state))
+        .and(request_context())
+        .and(with_state(state))
+        .then(
+            |id: Uuid, caller: Caller, ctx: RequestContext, state: AppState| async move {
+                let result = async {
+                    may_manage(&state, &ctx, &caller, id).await?;
+                    state
+                        .db
+                        .run(move |conn| {
+                            let p = provider_or_404(conn, id)?;
+                            let weekly: Vec<WindowInput> = availability::weekly(conn, id)?
+                                .iter()
+                                .map(WindowInput::from_window)
+                                .collect();
+                            let overrides = availability::overrides(conn, id, None)?;
+                            Ok(json!({ "time_zone": p.time_zone, "weekly": weekly, "overrides": overrides }))
+                        })
+                        .await
+                }
+                .await;
+                reply::respond(result.map(|body| reply::json(StatusCode::OK, &body)))
+            },
+        )
+        .boxed()
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct WeeklyInput {
+    windows: Vec<WindowInput>,
+}
+
+/// PUT /v1/providers/{id}/availability/weekly: replaces the weekly hours.
+#[utoipa::path(put, path = "/v1/providers/{id}/availability/weekly", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id")), request_body = WeeklyInput, responses((status = 200, description = "Replaced"), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn put_weekly(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "providers" / Uuid / "availability" / "weekly")
+        .and(warp::put())
+        .and(auth::caller(state))
+        .and(request_context())
+        .and(body::json::<WeeklyInput>(state.settings.http.body_limit))
+        .and(with_state(state))
+        .then(
+            |id: Uuid, caller: Caller, ctx: RequestContext, input: WeeklyInput, state: AppState| async move {
+                let result = async {
+                    may_manage(&state, &ctx, &caller, id).await?;
+                    if input.windows.len() > 100 {
+                        return Err(Error::validation("windows", "at most 100 windows"));
+                    }
+                    let windows = input
+                        .windows
+                        .iter()
+                        .enumerate()
+                        .map(|(i, w)| w.parse(i))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    state
+                        .db
+                        .run(move |conn| {
+                            conn.transaction(|conn| {
+                                provider_or_404(conn, id)?;
+                                availability::replace_weekly(conn, id, &windows)?;
+                                audit::record(
+                                    conn,
+                                    &config_event(&ctx, &caller, action::UPDATE, "availability", id),
+                                )?;
+                                outbox::emit_for_provider(
+                                    conn,
+                                    outbox::kind::AVAILABILITY_CHANGED,
+                                    id,
+                                    json!({ "provider_id": id }),
+                                )?;
+                                let weekly: Vec<WindowInput> =
+                                    windows.iter().map(WindowInput::from_window).collect();
+                                Ok::<_, Error>(json!({ "weekly": weekly }))
+                            })
+                        })
+                        .await
+                }
+                .await;
+                reply::respond(result.map(|body| reply::json(StatusCode::OK, &body)))
+            },
+        )
+        .boxed()
+}
+
+/// POST /v1/providers/{id}/availability/overrides: extra hours or blocked time.
+#[utoipa::path(post, path = "/v1/providers/{id}/availability/overrides", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id")), request_body = OverrideInput, responses((status = 201, description = "Added", body = availability::OverrideView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn add_override(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "providers" / Uuid / "availability" / "overrides")
+        .and(warp::post())
+        .and(auth::caller(state))
+        .and(request_context())
+        .and(body::json::<OverrideInput>(state.settings.http.body_limit))
+        .and(with_state(state))
+        .then(|id: Uuid, caller: Caller, ctx: RequestContext, input: OverrideInput, state: AppState| async move {
+            let result = async {
+                may_manage(&state, &ctx, &caller, id).await?;
+                let o = input.parse()?;
+                state
+                    .db
+                    .run(move |conn| {
+                        conn.transaction(|conn| {
+                            provider_or_404(conn, id)?;
+                            let view = availability::add_override(conn, id, &o)?;
+                            audit::record(conn, &config_event(&ctx, &caller, action::CREATE, "availability", view.id))?;
+                            outbox::emit_for_provider(conn, outbox::kind::AVAILABILITY_CHANGED, id, json!({ "provider_id": id }))?;
+                            Ok::<_, Error>(view)
+                        })
+                    })
+                    .await
+            }
+            .await;
+            reply::respond(result.map(|view| reply::json(StatusCode::CREATED, &view)))
+        })
+        .boxed()
+}
+
+/// DELETE /v1/providers/{id}/availability/overrides/{override_id}
+#[utoipa::path(delete, path = "/v1/providers/{id}/availability/overrides/{override_id}", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id"), ("override_id" = uuid::Uuid, Path, description = "Override id")), responses((status = 204, description = "Removed"), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn delete_override(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "providers" / Uuid / "availability" / "overrides" / Uuid)
+        .and(warp::delete())
+        .and(auth::caller(state))
+        .and(request_context())
+        .and(with_state(state))
+        .then(
+            |id: Uuid, override_id: Uuid, caller: Caller, ctx: RequestContext, state: AppState| async move {
+                let result = async {
+                    may_manage(&state, &ctx, &caller, id).await?;
+                    state
+                        .db
+                        .run(move |conn| {
+                            conn.transaction(|conn| {
+                                if !availability::delete_override(conn, id, override_id)? {
+                                    return Err(Error::NotFound);
+                                }
+                                audit::record(
+                                    conn,
+                                    &config_event(&ctx, &caller, action::DELETE, "availability", override_id),
+                                )?;
+                                outbox::emit_for_provider(
+                                    conn,
+                                    outbox::kind::AVAILABILITY_CHANGED,
+                                    id,
+                                    json!({ "provider_id": id }),
+                                )?;
+                                Ok(())
+                            })
+                        })
+                        .await
+                }
+                .await;
+                reply::respond(result.map(|()| reply::empty(StatusCode::NO_CONTENT)))
+            },
+        )
+        .boxed()
+}
+
+/// GET /v1/providers/{id}/slots?type=&from=&to=: free slots for an appointment type, as
+/// UTC instants with the provider's local time; at most 62 days at once.
+#[utoipa::path(get, path = "/v1/providers/{id}/slots", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id"), ("type" = uuid::Uuid, Query, description = "Appointment type"), ("from" = Option<String>, Query, description = "RFC 3339; default now"), ("to" = Option<String>, Query, description = "RFC 3339; default from + 7 days; at most 62 days after from")), responses((status = 200, description = "Free slots", body = crate::http::openapi::SlotsDoc), (status = 400, description = "Malformed request", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)))]
+pub(crate) fn slots(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "providers" / Uuid / "slots")
+        .and(warp::get())
+        .and(query::raw())
+        .and(with_state(state))
+        .then(|id: Uuid, raw: String, state: AppState| async move {
+            reply::respond(slots_handler(id, &raw, state).await)
+        })
+        .boxed()
+}
+
+async fn slots_handler(id: Uuid, raw: &str, state: AppState) -> Result<Response, Error> {
+    let q = Query::parse(raw, &["type", "from", "to"])?;
+    let type_id = q
+        .uuid("type")?
+        .ok_or_else(|| Error::validation("query.type", "is required (an appointment type id)"))?;
+    let now = Utc::now();
+    let from = q.datetime("from")?.unwrap_or(now);
+    let to = q.datetime("to")?.unwrap_or(from + Duration::days(7));
+    if to <= from {
+        return Err(Error::bad_request("`to` must be after `from`"));
+    }
+    if to - from > Duration::days(MAX_SLOT_RANGE_DAYS) {
+        return Err(Error::bad_request(format!(
+            "the range is longer than {MAX_SLOT_RANGE_DAYS} days; ask for a shorter one"
+        )));
+    }
+    let body = state
+        .db
+        .run(move |conn| {
+            let p = provider_or_404(conn, id)?;
+            let t = providers::get_type(conn, id, type_id)?
+                .filter(|t| t.active)
+                .ok_or(Error::NotFound)?;
+            let found = appointments::free_slots(conn, &p, &t, from, to, now, None)?;
+            Ok(json!({
+                "provider_id": id,
+                "type_id": type_id,
+                "time_zone": p.time_zone,
+                "duration_minutes": t.duration_minutes,
+                "slots": found,
+            }))
+        })
+        .await?;
+    let mut res = reply::json(StatusCode::OK, &body);
+    // Availability changes from second to second; never cache.
+    res.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    Ok(res)
+}
