@@ -292,6 +292,41 @@ async fn cors_answers_only_the_allowed_origins() {
 }
 
 #[tokio::test]
+async fn the_openapi_document_describes_exactly_the_routes_served() {
+    let app = TestApp::spawn().await;
+    let res = app.get("/openapi.json").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let spec: serde_json::Value = res.json().await.unwrap();
+    assert!(
+        spec["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        spec["openapi"]
+    );
+    let paths = spec["paths"].as_object().unwrap();
+    for route in ROUTES {
+        let method = route.method.to_ascii_lowercase();
+        assert!(
+            paths.get(route.path).and_then(|p| p.get(&method)).is_some(),
+            "{} {} is served but missing from /openapi.json",
+            route.method,
+            route.path
+        );
+    }
+    for (path, operations) in paths {
+        for method in operations.as_object().unwrap().keys() {
+            assert!(
+                ROUTES
+                    .iter()
+                    .any(|r| r.path == path && r.method.eq_ignore_ascii_case(method)),
+                "/openapi.json documents {method} {path}, which the route table does not list"
+            );
+        }
+    }
+    assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
+    assert!(spec["components"]["schemas"]["AppointmentView"].is_object());
+}
+
+#[tokio::test]
 async fn every_route_in_the_route_table_is_served() {
     let app = TestApp::spawn().await;
     for route in ROUTES {
