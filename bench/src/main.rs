@@ -15,6 +15,8 @@ mod cold_start;
 mod db;
 mod records;
 mod report;
+mod scheduling;
+mod server;
 
 use std::time::Duration;
 
@@ -60,6 +62,16 @@ enum Scenario {
         #[arg(long, default_value_t = 300)]
         patients: usize,
     },
+    /// Scheduling: bookings per second with concurrent clients on distinct slots
+    /// against pgbench running the same transaction's writes (the floor), in the same
+    /// run; slot search over 30 days with 500 bookings against none.
+    Scheduling {
+        /// Seconds of booking (API, then pgbench).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,5 +83,6 @@ fn main() -> anyhow::Result<()> {
             clients,
             patients,
         } => records::run(seconds, clients, patients),
+        Scenario::Scheduling { seconds, clients } => scheduling::run(seconds, clients),
     }
 }

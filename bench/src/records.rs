@@ -7,26 +7,22 @@
 //!    `insecure-plaintext-fields` feature (fields stored in clear), in the same run.
 //! 3. Rewrap: rows per second re-encrypted to a new key version.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use carewire::crypto::{Crypto, CryptoOptions, Kek, field, rotation};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::db::ScratchDb;
 use crate::report::Samples;
+use crate::server::{self, Server};
 
 const KEK_BYTES: [u8; 32] = [7; 32];
-const KEK_B64: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
-const PASSWORD: &str = "a long benchmark passphrase 2026";
 
 pub fn run(seconds: u64, clients: usize, patients: usize) -> anyhow::Result<()> {
     per_field()?;
 
-    let encrypted = build(None)?;
-    let plaintext = build(Some("target/bench-plaintext"))?;
+    let encrypted = server::build(None)?;
+    let plaintext = server::build(Some("target/bench-plaintext"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut results = Vec::new();
     let mut kept = None;
@@ -94,128 +90,34 @@ fn per_field() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn build(target_dir: Option<&str>) -> anyhow::Result<PathBuf> {
-    let mut cmd = Command::new("cargo");
-    cmd.args(["build", "--release", "--quiet", "--bin", "carewire"]);
-    if let Some(dir) = target_dir {
-        cmd.args(["--features", "insecure-plaintext-fields", "--target-dir", dir]);
-    }
-    anyhow::ensure!(cmd.status()?.success(), "building carewire failed");
-    let dir = target_dir
-        .map(str::to_owned)
-        .or_else(|| std::env::var("CARGO_TARGET_DIR").ok())
-        .unwrap_or_else(|| "target".into());
-    Ok(PathBuf::from(dir).join("release").join("carewire"))
-}
-
-fn carewire(binary: &Path, db: &ScratchDb, data: &Path) -> Command {
-    let mut cmd = Command::new(binary);
-    cmd.env("DATABASE_URL", &db.url)
-        .env("CAREWIRE_KEK", KEK_B64)
-        .env(
-            "CAREWIRE_JWT_SECRET",
-            "bench-signing-secret-that-is-32-bytes-or-more",
-        )
-        .env("CAREWIRE_AUDIT_SIGNING_KEY", KEK_B64)
-        .env("CAREWIRE_DATA_DIR", data)
-        .env("CAREWIRE_LOG", "warn")
-        .env("CAREWIRE_LOGIN_MAX_PER_IP", "100000");
-    cmd
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
 async fn read_latency(
     label: &str,
-    binary: &Path,
+    binary: &std::path::Path,
     db: &ScratchDb,
     seconds: u64,
     clients: usize,
     patients: usize,
 ) -> anyhow::Result<(Samples, f64)> {
-    let data = tempfile::tempdir()?;
-    let mut admin = carewire(binary, db, data.path())
-        .args([
-            "user",
-            "create",
-            "--email",
-            "bench-admin@example.test",
-            "--role",
-            "admin",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()?;
-    writeln!(
-        admin.stdin.take().ok_or_else(|| anyhow::anyhow!("no stdin"))?,
-        "{PASSWORD}"
-    )?;
-    anyhow::ensure!(admin.wait()?.success(), "creating the admin failed");
-
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let _server = Server(
-        carewire(binary, db, data.path())
-            .arg("serve")
-            .env("CAREWIRE_LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        anyhow::ensure!(Instant::now() < deadline, "the server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let login: Value = client
-        .post(format!("{base}/v1/auth/login"))
-        .json(&json!({ "email": "bench-admin@example.test", "password": PASSWORD }))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = login["access_token"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("login failed: {login}"))?
-        .to_owned();
-
+    let server = Server::start(binary, db).await?;
     let mut ids = Vec::with_capacity(patients);
     for i in 0..patients {
-        let res: Value = client
-            .post(format!("{base}/v1/patients"))
-            .bearer_auth(&token)
-            .json(&json!({
-                "legal_name": { "given": format!("Given{i}"), "family": format!("Family{i}") },
-                "preferred_name": "Pat",
-                "birth_date": "1980-05-17",
-                "sex": "female",
-                "gender_identity": "woman",
-                "phone": format!("+1555{i:07}"),
-                "email": format!("patient{i}@example.test"),
-                "address": { "lines": [format!("{i} Main Street")], "city": "Springfield", "region": "IL", "postal_code": "62701", "country": "US" },
-                "mrn": format!("MRN{i:08}"),
-                "insurance_id": format!("INS{i:08}"),
-                "emergency_contact": { "name": "Sam Doe", "relationship": "partner", "phone": "+15550000000" },
-            }))
-            .send()
-            .await?
-            .json()
+        let res = server
+            .post(
+                "/v1/patients",
+                &json!({
+                    "legal_name": { "given": format!("Given{i}"), "family": format!("Family{i}") },
+                    "preferred_name": "Pat",
+                    "birth_date": "1980-05-17",
+                    "sex": "female",
+                    "gender_identity": "woman",
+                    "phone": format!("+1555{i:07}"),
+                    "email": format!("patient{i}@example.test"),
+                    "address": { "lines": [format!("{i} Main Street")], "city": "Springfield", "region": "IL", "postal_code": "62701", "country": "US" },
+                    "mrn": format!("MRN{i:08}"),
+                    "insurance_id": format!("INS{i:08}"),
+                    "emergency_contact": { "name": "Sam Doe", "relationship": "partner", "phone": "+15550000000" },
+                }),
+            )
             .await?;
         ids.push(
             res["id"]
@@ -229,7 +131,12 @@ async fn read_latency(
     let deadline = started + Duration::from_secs(seconds);
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
-            let (client, base, token, ids) = (client.clone(), base.clone(), token.clone(), ids.clone());
+            let (client, base, token, ids) = (
+                server.client.clone(),
+                server.base.clone(),
+                server.admin_token.clone(),
+                ids.clone(),
+            );
             tokio::spawn(async move {
                 let mut samples = Samples::new("");
                 let mut i = c;
