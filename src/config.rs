@@ -75,6 +75,21 @@ pub const SETTINGS: &[SettingDef] = &[
     plain("CAREWIRE_CARE_RELATIONSHIP_DAYS"),
     plain("CAREWIRE_BREAK_GLASS_MINUTES"),
     plain("CAREWIRE_HOLD_TTL_SECS"),
+    plain("CAREWIRE_WS_HEARTBEAT_SECS"),
+    plain("CAREWIRE_WS_IDLE_TIMEOUT_SECS"),
+    plain("CAREWIRE_WS_MAX_MESSAGE_BYTES"),
+    plain("CAREWIRE_WS_MESSAGES_PER_SEC"),
+    plain("CAREWIRE_WS_QUEUE"),
+    plain("CAREWIRE_WS_TICKET_TTL_SECS"),
+    plain("CAREWIRE_EVENT_RETENTION_DAYS"),
+    plain("CAREWIRE_REMINDER_OFFSETS"),
+    plain("CAREWIRE_REMINDER_LATE_AFTER_SECS"),
+    plain("CAREWIRE_REMINDER_POLL_MS"),
+    plain("CAREWIRE_WEBHOOK_URL"),
+    secret("CAREWIRE_WEBHOOK_SECRET"),
+    plain("CAREWIRE_WEBHOOK_MAX_ATTEMPTS"),
+    plain("CAREWIRE_WEBHOOK_BACKOFF_MS"),
+    plain("CAREWIRE_WEBHOOK_TIMEOUT_MS"),
     secret("CAREWIRE_AUDIT_SIGNING_KEY"),
     plain("CAREWIRE_AUDIT_SIGNING_KEY_FILE"),
     plain("CAREWIRE_AUDIT_TRUSTED_KEYS"),
@@ -155,6 +170,48 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub records: RecordsSettings,
     pub scheduling: SchedulingSettings,
+    pub realtime: RealtimeSettings,
+    pub reminders: ReminderSettings,
+    pub webhook: Option<WebhookSettings>,
+}
+
+#[derive(Debug)]
+pub struct RealtimeSettings {
+    /// How often the server pings each WebSocket.
+    pub heartbeat: Duration,
+    /// A socket silent for this long (no frame, not even a pong) is closed.
+    pub idle_timeout: Duration,
+    /// Largest client message (bytes); larger closes the socket with 1009.
+    pub max_message_bytes: usize,
+    /// Client messages per second per socket (bursts of twice that).
+    pub messages_per_sec: u32,
+    /// Messages queued for one socket before it counts as a slow consumer (1013).
+    pub queue: usize,
+    /// How long a WebSocket ticket stays valid.
+    pub ticket_ttl: Duration,
+    /// How long events are kept for resume.
+    pub retention: Duration,
+}
+
+#[derive(Debug)]
+pub struct ReminderSettings {
+    /// Default reminder offsets before an appointment's start, largest first.
+    pub offsets_minutes: Vec<i32>,
+    /// A reminder sent this long after its due time is marked late.
+    pub late_after: Duration,
+    /// How often each instance looks for due reminders and webhook deliveries.
+    pub poll: Duration,
+}
+
+/// The webhook channel: every notification is also POSTed here, signed.
+#[derive(Debug)]
+pub struct WebhookSettings {
+    pub url: String,
+    pub secret: SecretBytes,
+    pub max_attempts: u32,
+    /// The first retry waits this long; each further one twice as long.
+    pub backoff: Duration,
+    pub timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -423,6 +480,44 @@ impl Settings {
             scheduling: SchedulingSettings {
                 hold_ttl: p.secs("CAREWIRE_HOLD_TTL_SECS", 300, 10, 86_400)?,
             },
+            realtime: RealtimeSettings {
+                heartbeat: p.secs("CAREWIRE_WS_HEARTBEAT_SECS", 20, 1, 3600)?,
+                idle_timeout: p.secs("CAREWIRE_WS_IDLE_TIMEOUT_SECS", 60, 2, 7200)?,
+                max_message_bytes: p.number("CAREWIRE_WS_MAX_MESSAGE_BYTES", 16 * 1024, 256, 1024 * 1024)?,
+                messages_per_sec: p.number("CAREWIRE_WS_MESSAGES_PER_SEC", 20, 1, 10_000)?,
+                queue: p.number("CAREWIRE_WS_QUEUE", 256, 1, 100_000)?,
+                ticket_ttl: p.secs("CAREWIRE_WS_TICKET_TTL_SECS", 30, 1, 600)?,
+                retention: p
+                    .number("CAREWIRE_EVENT_RETENTION_DAYS", 7u64, 1, 365)
+                    .map(|d| Duration::from_secs(d * 86_400))?,
+            },
+            reminders: ReminderSettings {
+                offsets_minutes: p.parse("CAREWIRE_REMINDER_OFFSETS", vec![1440, 60, 10], parse_offsets)?,
+                late_after: p.secs("CAREWIRE_REMINDER_LATE_AFTER_SECS", 60, 0, 86_400)?,
+                poll: p.millis("CAREWIRE_REMINDER_POLL_MS", 1_000, 10, 60_000)?,
+            },
+            webhook: match p.optional("CAREWIRE_WEBHOOK_URL", parse_webhook_url)? {
+                None => None,
+                Some(url) => Some(WebhookSettings {
+                    url,
+                    secret: p
+                        .optional("CAREWIRE_WEBHOOK_SECRET", |v| {
+                            if v.len() < 32 {
+                                Err("must be at least 32 bytes long".into())
+                            } else {
+                                Ok(SecretBox::new(Box::new(v.as_bytes().to_vec())))
+                            }
+                        })?
+                        .ok_or(ConfigError::Invalid {
+                            setting: "CAREWIRE_WEBHOOK_SECRET",
+                            origin: Origin::Default,
+                            message: "is required when CAREWIRE_WEBHOOK_URL is set".into(),
+                        })?,
+                    max_attempts: p.number("CAREWIRE_WEBHOOK_MAX_ATTEMPTS", 8, 1, 100)?,
+                    backoff: p.millis("CAREWIRE_WEBHOOK_BACKOFF_MS", 1_000, 10, 3_600_000)?,
+                    timeout: p.millis("CAREWIRE_WEBHOOK_TIMEOUT_MS", 10_000, 100, 120_000)?,
+                }),
+            },
             records: RecordsSettings {
                 care_relationship_window: p
                     .number("CAREWIRE_CARE_RELATIONSHIP_DAYS", 90u64, 1, 3650)
@@ -495,6 +590,44 @@ pub fn parse_key(value: &str) -> Result<Vec<u8>, String> {
         return Err(format!("expected 32 bytes, got {}", bytes.len()));
     }
     Ok(bytes)
+}
+
+/// Reminder offsets such as `24h,1h,10m` (also `2d`, or plain minutes), largest first.
+fn parse_offsets(v: &str) -> Result<Vec<i32>, String> {
+    let mut offsets = v
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            let (number, unit) = o.split_at(o.find(|c: char| !c.is_ascii_digit()).unwrap_or(o.len()));
+            let n: i32 = number
+                .parse()
+                .map_err(|_| format!("`{o}` is not a duration such as 24h, 1h or 10m"))?;
+            let minutes = match unit {
+                "" | "m" => Some(n),
+                "h" => n.checked_mul(60),
+                "d" => n.checked_mul(1440),
+                _ => None,
+            };
+            minutes
+                .filter(|m| (1..=43_200).contains(m))
+                .ok_or_else(|| format!("`{o}` must be between 1 minute and 30 days"))
+        })
+        .collect::<Result<Vec<i32>, String>>()?;
+    offsets.sort_unstable_by(|a, b| b.cmp(a));
+    offsets.dedup();
+    if offsets.len() > 5 {
+        return Err("at most 5 offsets".into());
+    }
+    Ok(offsets)
+}
+
+fn parse_webhook_url(v: &str) -> Result<String, String> {
+    if v.starts_with("https://") || v.starts_with("http://") {
+        Ok(v.to_owned())
+    } else {
+        Err("expected an http:// or https:// URL".into())
+    }
 }
 
 fn parse_bool(v: &str) -> Result<bool, String> {

@@ -25,6 +25,13 @@
 //!   (the model and the chain live in the `carewire-audit` crate).
 //! - [`records`]: patient records (demographics, clinical notes, break-glass), the
 //!   access rules, and their routes.
+//! - [`scheduling`]: providers, availability, slots and appointments (no double
+//!   booking, enforced by exclusion constraints).
+//! - [`outbox`]: the events every change writes, in its transaction.
+//! - [`realtime`]: the WebSocket gateway: event stream, bus, hub, protocol, resume.
+//! - [`notifications`], [`reminders`]: what users are told, through which channels,
+//!   and the reminders that are never lost.
+//! - [`clock`]: the time timed work reads (movable in tests).
 //! - [`startup`]: [`startup::Application`], which builds the whole server on a bound
 //!   listener, so tests and `main` start it the same way.
 //! - [`cli`]: the command line (`serve`, `migrate`, `user create`).
@@ -33,12 +40,17 @@ pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod notifications;
+pub mod outbox;
+pub mod realtime;
 pub mod records;
+pub mod reminders;
 pub mod scheduling;
 pub mod schema;
 pub mod startup;

@@ -1,5 +1,11 @@
 // @generated automatically by Diesel CLI.
 
+pub mod sql_types {
+    #[derive(diesel::query_builder::QueryId, Clone, Debug, diesel::sql_types::SqlType)]
+    #[diesel(postgres_type(name = "xid8", schema = "pg_catalog"))]
+    pub struct Xid8;
+}
+
 diesel::table! {
     accounts (id) {
         id -> Uuid,
@@ -31,6 +37,7 @@ diesel::table! {
         version -> Int4,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        reminder_offsets_minutes -> Nullable<Array<Nullable<Int4>>>,
     }
 }
 
@@ -147,6 +154,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    event_stream (id) {
+        id -> Bool,
+        last_seq -> Int8,
+        pruned_through -> Int8,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use super::sql_types::Xid8;
+
     events (id) {
         id -> Int8,
         kind -> Text,
@@ -155,6 +173,9 @@ diesel::table! {
         appointment_id -> Nullable<Uuid>,
         payload -> Jsonb,
         created_at -> Timestamptz,
+        xid -> Xid8,
+        seq -> Nullable<Int8>,
+        account_id -> Nullable<Uuid>,
     }
 }
 
@@ -176,6 +197,19 @@ diesel::table! {
         wrapped_key -> Bytea,
         kek_id -> Text,
         created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    notifications (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        kind -> Text,
+        appointment_id -> Nullable<Uuid>,
+        payload -> Jsonb,
+        late -> Bool,
+        created_at -> Timestamptz,
+        read_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -229,6 +263,44 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    reminder_jobs (id) {
+        id -> Uuid,
+        appointment_id -> Uuid,
+        appointment_version -> Int4,
+        offset_minutes -> Int4,
+        due_at -> Timestamptz,
+        status -> Text,
+        late -> Bool,
+        processed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> Uuid,
+        notification_id -> Uuid,
+        body -> Jsonb,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        last_status -> Nullable<Int4>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        delivered_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    ws_tickets (hash) {
+        hash -> Bytea,
+        account_id -> Uuid,
+        session_id -> Uuid,
+        role -> Text,
+        expires_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(appointment_types -> providers (provider_id));
 diesel::joinable!(appointments -> appointment_types (type_id));
 diesel::joinable!(appointments -> patients (patient_id));
@@ -243,8 +315,13 @@ diesel::joinable!(clinical_note_versions -> clinical_notes (note_id));
 diesel::joinable!(clinical_notes -> appointments (appointment_id));
 diesel::joinable!(clinical_notes -> patients (patient_id));
 diesel::joinable!(idempotency_keys -> accounts (account_id));
+diesel::joinable!(notifications -> accounts (account_id));
+diesel::joinable!(notifications -> appointments (appointment_id));
 diesel::joinable!(providers -> accounts (id));
 diesel::joinable!(refresh_tokens -> auth_sessions (session_id));
+diesel::joinable!(reminder_jobs -> appointments (appointment_id));
+diesel::joinable!(webhook_deliveries -> notifications (notification_id));
+diesel::joinable!(ws_tickets -> accounts (account_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
@@ -257,10 +334,15 @@ diesel::allow_tables_to_appear_in_same_query!(
     clinical_note_versions,
     clinical_notes,
     data_keys,
+    event_stream,
     events,
     idempotency_keys,
     index_keys,
+    notifications,
     patients,
     providers,
     refresh_tokens,
+    reminder_jobs,
+    webhook_deliveries,
+    ws_tickets,
 );

@@ -23,6 +23,7 @@ use crate::config::Settings;
 use crate::crypto::{Crypto, CryptoOptions, Kek, kek::KekSource};
 use crate::db::{self, Db};
 use crate::http::edge::EdgeConfig;
+use crate::realtime::bus::{Bus, PgBus};
 use crate::state::{AppState, Shared};
 
 /// How long start-up waits for the database before giving up.
@@ -33,12 +34,15 @@ const DATABASE_WAIT: Duration = Duration::from_secs(30);
 pub struct BuildOptions {
     /// Routes mounted behind the same edge as the real ones.
     pub extra_routes: Option<BoxedFilter<(Response,)>>,
+    /// The clock timed work reads; `None`: the system clock.
+    pub clock: Option<Arc<dyn crate::clock::Clock>>,
 }
 
 impl std::fmt::Debug for BuildOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BuildOptions")
             .field("extra_routes", &self.extra_routes.is_some())
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -124,11 +128,16 @@ impl Application {
             checkpoint_interval: settings.audit.checkpoint_interval,
         };
         let edge = Arc::new(EdgeConfig::from_settings(&settings.http));
+        let hub = Arc::new(crate::realtime::hub::Hub::new(settings.realtime.queue));
         let state = AppState::new(Shared {
             settings: settings.clone(),
             db,
             crypto,
             auth,
+            clock: options
+                .clock
+                .unwrap_or_else(|| Arc::new(crate::clock::SystemClock)),
+            hub,
         });
         let routes = crate::http::routes(&state, options.extra_routes);
         let listener = TcpListener::bind(settings.listen)
@@ -158,7 +167,25 @@ impl Application {
     /// `CAREWIRE_SHUTDOWN_GRACE_SECS`) and stops background work.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
         tracing::info!(address = %self.local_addr, "listening");
-        let background = spawn_background(&self.state);
+        let mut background = spawn_background(&self.state);
+        // The event stream: listen for it, and feed this instance's sockets from now on.
+        let mut bus = PgBus::start(self.sealer.database_url.clone());
+        match self
+            .state
+            .db
+            .run(|conn| Ok(crate::realtime::stream::head(conn)?))
+            .await
+        {
+            Ok(head) => self.state.hub.start_after(head.last_seq),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the event stream's head; starting from the beginning")
+            }
+        }
+        background.push(tokio::spawn(crate::realtime::hub::pump(
+            self.state.hub.clone(),
+            self.state.db.clone(),
+            bus.wakeups(),
+        )));
         let sealer = match Sealer::spawn(self.sealer, self.signer) {
             Ok(sealer) => Some(sealer),
             Err(e) => {
@@ -168,9 +195,12 @@ impl Application {
         };
         let grace = self.state.settings.http.shutdown_grace;
         crate::http::server::serve(self.listener, self.routes, self.edge, shutdown, grace).await;
+        // Upgraded sockets are not HTTP requests in flight: tell them to go.
+        self.state.hub.close_all(crate::realtime::hub::SHUTTING_DOWN);
         for task in background {
             task.abort();
         }
+        let _ = tokio::task::spawn_blocking(move || bus.stop()).await;
         // Seal what the last requests committed, and sign a final checkpoint.
         if let Some(sealer) = sealer {
             let _ = tokio::task::spawn_blocking(move || sealer.stop()).await;
@@ -179,6 +209,93 @@ impl Application {
 }
 
 fn spawn_background(state: &AppState) -> Vec<JoinHandle<()>> {
+    let mut tasks = vec![
+        tokio::spawn(dispatch_reminders(state.clone())),
+        tokio::spawn(send_webhooks(state.clone())),
+        tokio::spawn(prune_realtime(state.clone())),
+    ];
+    tasks.extend(spawn_maintenance(state));
+    tasks
+}
+
+/// Sends due reminders, every `CAREWIRE_REMINDER_POLL_MS`, and at once again while a
+/// round finds a full batch.
+async fn dispatch_reminders(state: AppState) {
+    let channels: Arc<Vec<Box<dyn crate::notifications::channels::Channel>>> = Arc::new({
+        let mut channels: Vec<Box<dyn crate::notifications::channels::Channel>> =
+            vec![Box::new(crate::notifications::channels::WebSocket)];
+        if state.settings.webhook.is_some() {
+            channels.push(Box::new(crate::notifications::channels::Webhook));
+        }
+        channels
+    });
+    let late_after = chrono::Duration::from_std(state.settings.reminders.late_after)
+        .unwrap_or(chrono::Duration::minutes(1));
+    loop {
+        let now = state.clock.now();
+        let channels = channels.clone();
+        let round = state
+            .db
+            .run(move |conn| crate::reminders::dispatcher::run_once(conn, now, late_after, &channels))
+            .await;
+        match round {
+            Ok(round) if round.claimed() as i64 == crate::reminders::dispatcher::BATCH => continue,
+            Ok(round) if round.claimed() > 0 => {
+                tracing::info!(
+                    sent = round.sent,
+                    late = round.late,
+                    skipped = round.skipped,
+                    "reminders dispatched"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "dispatching reminders failed"),
+        }
+        tokio::time::sleep(state.settings.reminders.poll).await;
+    }
+}
+
+/// Sends webhook deliveries as they fall due.
+async fn send_webhooks(state: AppState) {
+    let Some(settings) = state.settings.webhook.as_ref() else {
+        return;
+    };
+    let client = crate::notifications::webhook::client(settings);
+    loop {
+        match crate::notifications::webhook::run_once(&state, &client).await {
+            Ok(n) if n > 0 => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sending webhooks failed"),
+        }
+        tokio::time::sleep(state.settings.reminders.poll).await;
+    }
+}
+
+/// Forgets events past their retention and spent tickets, hourly.
+async fn prune_realtime(state: AppState) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let retention = chrono::Duration::from_std(state.settings.realtime.retention)
+            .unwrap_or(chrono::Duration::days(7));
+        let cutoff = chrono::Utc::now() - retention;
+        let pruned = state
+            .db
+            .run(move |conn| {
+                let events = crate::realtime::stream::prune(conn, cutoff)?;
+                crate::realtime::tickets::prune(conn)?;
+                Ok(events)
+            })
+            .await;
+        match pruned {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "pruned events past their retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning events failed"),
+        }
+    }
+}
+
+fn spawn_maintenance(state: &AppState) -> Vec<JoinHandle<()>> {
     let throttle_state = state.clone();
     let keyring_state = state.clone();
     let break_glass_state = state.clone();

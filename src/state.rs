@@ -6,6 +6,7 @@ use std::sync::Arc;
 use diesel::pg::PgConnection;
 
 use crate::auth::AuthService;
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::crypto::Crypto;
 use crate::db::Db;
@@ -21,6 +22,10 @@ pub struct Shared {
     pub db: Db,
     pub crypto: Crypto,
     pub auth: AuthService,
+    /// What reminders and other timed work read as "now".
+    pub clock: Arc<dyn Clock>,
+    /// This instance's WebSocket connections and the event stream they follow.
+    pub hub: Arc<crate::realtime::hub::Hub>,
 }
 
 impl AppState {
@@ -37,6 +42,16 @@ impl AppState {
     {
         let state = self.clone();
         self.db.run(move |conn| work(conn, &state)).await
+    }
+}
+
+impl AppState {
+    /// The clock reading and default offsets for scheduling reminders.
+    pub fn reminder_plan(&self) -> crate::reminders::schedule::Plan<'_> {
+        crate::reminders::schedule::Plan {
+            now: self.clock.now(),
+            default_offsets_minutes: &self.settings.reminders.offsets_minutes,
+        }
     }
 }
 

@@ -58,11 +58,32 @@ struct NewRow<'a> {
 
 /// Records `event` in the caller's transaction. Returns the row id.
 pub fn record(conn: &mut PgConnection, event: &AuditEvent) -> QueryResult<i64> {
+    diesel::insert_into(audit_events::table)
+        .values(&new_row(event))
+        .returning(audit_events::id)
+        .get_result(conn)
+}
+
+/// Records many events in the caller's transaction with one statement (for batch
+/// work such as reminders). Returns how many were written.
+pub fn record_many(conn: &mut PgConnection, events: &[AuditEvent]) -> QueryResult<usize> {
+    // PostgreSQL takes at most 65535 bind parameters per statement; a row has 13.
+    let mut written = 0;
+    for chunk in events.chunks(4096) {
+        let rows: Vec<NewRow<'_>> = chunk.iter().map(new_row).collect();
+        written += diesel::insert_into(audit_events::table)
+            .values(&rows)
+            .execute(conn)?;
+    }
+    Ok(written)
+}
+
+fn new_row(event: &AuditEvent) -> NewRow<'_> {
     let (outcome, failure_reason) = match &event.outcome {
         Outcome::Success => ("success", None),
         Outcome::Failure(reason) => ("failure", Some(reason.as_str())),
     };
-    let row = NewRow {
+    NewRow {
         actor_kind: event.actor.kind(),
         actor_id: event.actor.id(),
         actor_role: event.actor.role().map(Code::as_str),
@@ -77,11 +98,7 @@ pub fn record(conn: &mut PgConnection, event: &AuditEvent) -> QueryResult<i64> {
         client_ip: event.client_ip.map(|ip| ip.to_string()),
         user_agent: event.user_agent.as_deref(),
         details: serde_json::to_value(&event.details).unwrap_or_default(),
-    };
-    diesel::insert_into(audit_events::table)
-        .values(&row)
-        .returning(audit_events::id)
-        .get_result(conn)
+    }
 }
 
 /// The columns of an event as stored.

@@ -206,6 +206,13 @@ pub fn disable(conn: &mut PgConnection, id: Uuid) -> Result<(Account, Vec<Uuid>)
             .returning(Account::as_returning())
             .get_result(conn)?;
         let ended = sessions::revoke_all(conn, id, RevokeReason::AccountDisabled)?;
+        // Its WebSockets close on every instance when this reaches them.
+        crate::outbox::emit_for_account(
+            conn,
+            crate::outbox::kind::ACCOUNT_DISABLED,
+            id,
+            serde_json::json!({}),
+        )?;
         Ok((account, ended))
     })
 }

@@ -120,7 +120,11 @@ pub fn with_role(
 }
 
 async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Caller, Error> {
-    let token = bearer_token(header)?;
+    authenticate_token(state, bearer_token(header)?).await
+}
+
+/// The caller an access token stands for, if it is valid and its session live.
+pub async fn authenticate_token(state: &AppState, token: &str) -> Result<Caller, Error> {
     let claims = state.auth.keys.verify(token)?;
     if !state.auth.sessions.is_live(&state.db, claims.sid).await? {
         return Err(Error::Unauthorized {

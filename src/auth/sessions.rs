@@ -173,9 +173,10 @@ pub fn rotate(
     })
 }
 
-/// Ends a session. Returns whether it was live.
+/// Ends a session. Returns whether it was live. Its WebSockets, on any instance,
+/// close when the `session.ended` event this writes reaches them.
 pub fn revoke(conn: &mut PgConnection, session_id: Uuid, reason: RevokeReason) -> Result<bool, Error> {
-    let changed = diesel::update(
+    let ended: Option<Uuid> = diesel::update(
         auth_sessions::table
             .find(session_id)
             .filter(auth_sessions::revoked_at.is_null()),
@@ -184,8 +185,28 @@ pub fn revoke(conn: &mut PgConnection, session_id: Uuid, reason: RevokeReason) -
         auth_sessions::revoked_at.eq(diesel::dsl::now),
         auth_sessions::revoked_reason.eq(reason.as_str()),
     ))
-    .execute(conn)?;
-    Ok(changed == 1)
+    .returning(auth_sessions::account_id)
+    .get_result(conn)
+    .optional()?;
+    if let Some(account_id) = ended {
+        announce_end(conn, account_id, session_id, reason)?;
+    }
+    Ok(ended.is_some())
+}
+
+fn announce_end(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    session_id: Uuid,
+    reason: RevokeReason,
+) -> Result<(), Error> {
+    crate::outbox::emit_for_account(
+        conn,
+        crate::outbox::kind::SESSION_ENDED,
+        account_id,
+        serde_json::json!({ "session_id": session_id, "reason": reason.as_str() }),
+    )?;
+    Ok(())
 }
 
 /// Ends every live session of an account; returns their ids.
@@ -194,7 +215,7 @@ pub fn revoke_all(
     account_id: Uuid,
     reason: RevokeReason,
 ) -> Result<Vec<Uuid>, Error> {
-    Ok(diesel::update(
+    let ended: Vec<Uuid> = diesel::update(
         auth_sessions::table
             .filter(auth_sessions::account_id.eq(account_id))
             .filter(auth_sessions::revoked_at.is_null()),
@@ -204,7 +225,11 @@ pub fn revoke_all(
         auth_sessions::revoked_reason.eq(reason.as_str()),
     ))
     .returning(auth_sessions::id)
-    .get_results(conn)?)
+    .get_results(conn)?;
+    for &session_id in &ended {
+        announce_end(conn, account_id, session_id, reason)?;
+    }
+    Ok(ended)
 }
 
 /// Whether the session is live and its account enabled.

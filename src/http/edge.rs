@@ -59,6 +59,28 @@ impl std::fmt::Display for RequestId {
     }
 }
 
+/// A connection's pending protocol upgrade, handed from the edge to the route that
+/// answers it (`GET /v1/ws`): hyper keeps it in the request's extensions, which
+/// warp's filters can only read when it is `Clone`.
+#[derive(Clone)]
+pub struct UpgradeSlot(Arc<std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>>);
+
+impl std::fmt::Debug for UpgradeSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpgradeSlot")
+    }
+}
+
+impl UpgradeSlot {
+    /// The upgrade, once.
+    pub fn take(&self) -> Option<hyper::upgrade::OnUpgrade> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
 /// The client's address: the peer, or with `CAREWIRE_TRUST_FORWARDED_FOR` the last
 /// `X-Forwarded-For` entry (the one our own proxy appended).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +163,16 @@ impl hyper::service::Service<Request<Incoming>> for Edge {
         let authenticated = req.headers().contains_key(header::AUTHORIZATION);
         req.extensions_mut().insert(request_id.clone());
         req.extensions_mut().insert(ClientIp(client_ip));
+        let wants_websocket = req
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        if wants_websocket {
+            let upgrade = hyper::upgrade::on(&mut req);
+            req.extensions_mut()
+                .insert(UpgradeSlot(Arc::new(std::sync::Mutex::new(Some(upgrade)))));
+        }
 
         let config = self.config.clone();
         let mut routes = warp::service(self.routes.clone());

@@ -50,6 +50,14 @@ pub fn routes(state: &AppState, extra: Option<BoxedFilter<(Response,)>>) -> Boxe
         .unify()
         .or(crate::scheduling::appointment_routes::routes(state))
         .unify()
+        .or(crate::realtime::gateway::ticket(state))
+        .unify()
+        .or(crate::realtime::gateway::ws(state))
+        .unify()
+        .or(crate::notifications::routes::list(state))
+        .unify()
+        .or(crate::notifications::routes::read(state))
+        .unify()
         .boxed();
     let api = match extra {
         Some(extra) => api.or(extra).unify().boxed(),

@@ -140,6 +140,10 @@ impl Modify for BearerAuth {
         crate::scheduling::appointment_routes::no_show,
         crate::scheduling::appointment_routes::complete,
         crate::scheduling::appointment_routes::entered_in_error,
+        crate::realtime::gateway::ticket,
+        crate::realtime::gateway::ws,
+        crate::notifications::routes::list,
+        crate::notifications::routes::read,
     ),
     tags(
         (name = "health", description = "Liveness, readiness, metrics"),
@@ -150,6 +154,8 @@ impl Modify for BearerAuth {
         (name = "notes", description = "Clinical notes"),
         (name = "providers", description = "Providers, appointment types, availability, slots"),
         (name = "appointments", description = "Holding, booking and managing appointments"),
+        (name = "realtime", description = "The WebSocket gateway (protocol carewire.v1)"),
+        (name = "notifications", description = "Reminders and other notifications"),
     )
 )]
 pub struct ApiDoc;

@@ -77,6 +77,11 @@ pub const ROUTES: &[RouteDef] = &[
     route("POST", "/v1/appointments/{id}/no-show"),
     route("POST", "/v1/appointments/{id}/complete"),
     route("POST", "/v1/appointments/{id}/entered-in-error"),
+    // realtime and notifications
+    route("POST", "/v1/ws/ticket"),
+    route("GET", "/v1/ws"),
+    route("GET", "/v1/me/notifications"),
+    route("POST", "/v1/me/notifications/{id}/read"),
 ];
 
 fn matches(template: &str, path: &str) -> bool {

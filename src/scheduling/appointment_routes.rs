@@ -291,6 +291,7 @@ pub(crate) fn create(state: &AppState) -> BoxedFilter<(Response,)> {
                             hold: input.hold.then_some(hold_ttl),
                             booked_by: caller.account_id,
                         },
+                        state.reminder_plan(),
                     )?;
                     audit::record(
                         conn,
@@ -542,7 +543,8 @@ fn apply_change(
         to,
         cancellation,
     } = change;
-    let updated = appointments::change_status(conn, &state.crypto, row, to, cancellation)?;
+    let updated =
+        appointments::change_status(conn, &state.crypto, row, to, cancellation, state.reminder_plan())?;
     audit::record(
         conn,
         &event(ctx, caller, action::UPDATE, &updated)
@@ -787,7 +789,14 @@ pub(crate) fn reschedule(state: &AppState) -> BoxedFilter<(Response,)> {
                     check_cutoff(conn, &caller, &row)?;
                     let (provider, kind) =
                         providers::with_type(conn, row.provider_id, row.type_id)?.ok_or(Error::NotFound)?;
-                    let updated = appointments::reschedule(conn, &row, &provider, &kind, input.starts_at)?;
+                    let updated = appointments::reschedule(
+                        conn,
+                        &row,
+                        &provider,
+                        &kind,
+                        input.starts_at,
+                        state.reminder_plan(),
+                    )?;
                     audit::record(
                         conn,
                         &event(&request, &caller, action::UPDATE, &updated)

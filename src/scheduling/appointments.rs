@@ -14,12 +14,14 @@ use diesel::result::Error as DieselError;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::availability;
 use super::providers::{AppointmentType, Provider};
 use super::slots::{self, Busy, Input, TypeRules};
 use super::status::Status;
-use super::{availability, outbox};
 use crate::crypto::{Crypto, CryptoError, FieldContext};
 use crate::error::Error;
+use crate::outbox;
+use crate::reminders::schedule::{self as reminders, Plan};
 use crate::schema::{appointments, patients};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -289,6 +291,7 @@ pub fn book(
     conn: &mut PgConnection,
     crypto: &Crypto,
     booking: &NewBooking<'_>,
+    plan: Plan<'_>,
 ) -> Result<AppointmentRow, Error> {
     if !booking.kind.active {
         return Err(Error::validation(
@@ -337,6 +340,7 @@ pub fn book(
         outbox::kind::APPOINTMENT_BOOKED
     };
     outbox::emit(conn, kind, &row, serde_json::json!({}))?;
+    reminders::sync(conn, &row, booking.kind.reminder_offsets().as_deref(), plan)?;
     Ok(row)
 }
 
@@ -376,6 +380,7 @@ pub fn reschedule(
     provider: &Provider,
     kind: &AppointmentType,
     starts_at: DateTime<Utc>,
+    plan: Plan<'_>,
 ) -> Result<AppointmentRow, Error> {
     check_slot(conn, provider, kind, starts_at, Utc::now(), Some(row.id))?;
     let updated = diesel::update(appointments::table.find(row.id))
@@ -400,6 +405,7 @@ pub fn reschedule(
         row,
         serde_json::json!({ "cause": "rescheduled", "version": updated.version }),
     )?;
+    reminders::sync(conn, &updated, kind.reminder_offsets().as_deref(), plan)?;
     Ok(updated)
 }
 
@@ -418,6 +424,7 @@ pub fn change_status(
     row: &AppointmentRow,
     to: Status,
     cancellation: Option<Cancellation<'_>>,
+    plan: Plan<'_>,
 ) -> Result<AppointmentRow, Error> {
     let (code, reason, by, at) = match &cancellation {
         Some(c) => (
@@ -467,6 +474,13 @@ pub fn change_status(
             serde_json::json!({ "cause": to.as_str() }),
         )?;
     }
+    // Booked now: reminders at the type's offsets; anything else: none left.
+    let type_offsets = match to {
+        Status::Booked => crate::scheduling::providers::get_type(conn, updated.provider_id, updated.type_id)?
+            .and_then(|t| t.reminder_offsets()),
+        _ => None,
+    };
+    reminders::sync(conn, &updated, type_offsets.as_deref(), plan)?;
     Ok(updated)
 }
 

@@ -5,8 +5,10 @@
 //! - [`slots`]: free slots, a pure function of rules, overrides, bookings and time.
 //! - [`status`]: the appointment state machine (FHIR R4 statuses, who may do what).
 //! - [`appointments`]: holds, bookings, reschedules, status changes.
-//! - [`outbox`]: the events every change writes for the real-time gateway.
 //! - [`idempotency`]: `Idempotency-Key` for every change.
+//!
+//! Every change also writes its event to [`crate::outbox`] and replaces the
+//! appointment's reminders ([`crate::reminders`]) in the same transaction.
 //! - [`provider_routes`], [`appointment_routes`]: the HTTP API.
 //!
 //! No double booking is the database's invariant (exclusion constraints); this module
@@ -16,7 +18,6 @@ pub mod appointment_routes;
 pub mod appointments;
 pub mod availability;
 pub mod idempotency;
-pub mod outbox;
 pub mod provider_routes;
 pub mod providers;
 pub mod slots;

@@ -13,15 +13,16 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
+use super::appointments;
 use super::availability::{self, OverrideInput, WindowInput};
 use super::providers::{self, ProfileInput, TypeInput};
-use super::{appointments, outbox};
 use crate::audit::{self, Code, action, purpose};
 use crate::auth::{self, Caller, Role};
 use crate::error::Error;
 use crate::http::etag::{self, IfMatch};
 use crate::http::query::Query;
 use crate::http::{RequestContext, body, query, reply, request_context, with_state};
+use crate::outbox;
 use crate::state::AppState;
 
 /// Longest slot search, in days.
@@ -339,6 +340,7 @@ pub(crate) fn update_type(state: &AppState) -> BoxedFilter<(Response,)> {
                             conn.transaction(|conn| {
                                 let t = providers::get_type(conn, id, type_id)?.ok_or(Error::NotFound)?;
                                 let expected = if_match.check(t.version)?;
+                                let reminder_offsets_minutes = t.reminder_offsets();
                                 let current = TypeInput {
                                     name: t.name,
                                     duration_minutes: t.duration_minutes,
@@ -350,6 +352,7 @@ pub(crate) fn update_type(state: &AppState) -> BoxedFilter<(Response,)> {
                                     max_per_day: t.max_per_day,
                                     cancellation_cutoff_minutes: t.cancellation_cutoff_minutes,
                                     active: t.active,
+                                    reminder_offsets_minutes,
                                 };
                                 let input = merge(&current, &patch)?.validated()?;
                                 let updated = providers::update_type(conn, id, type_id, expected, &input)?;

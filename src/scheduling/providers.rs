@@ -168,6 +168,30 @@ pub struct AppointmentType {
     pub version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Reminders, in minutes before the start; `null`: the server's default
+    /// (`CAREWIRE_REMINDER_OFFSETS`).
+    #[schema(value_type = Option<Vec<i32>>)]
+    #[serde(serialize_with = "offsets_as_list")]
+    pub reminder_offsets_minutes: Option<Vec<Option<i32>>>,
+}
+
+fn offsets_as_list<S: serde::Serializer>(
+    offsets: &Option<Vec<Option<i32>>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match offsets {
+        Some(list) => s.collect_seq(list.iter().flatten()),
+        None => s.serialize_none(),
+    }
+}
+
+impl AppointmentType {
+    /// The type's own reminder offsets, if it overrides the default.
+    pub fn reminder_offsets(&self) -> Option<Vec<i32>> {
+        self.reminder_offsets_minutes
+            .as_ref()
+            .map(|list| list.iter().flatten().copied().collect())
+    }
 }
 
 /// What defines an appointment type.
@@ -192,6 +216,10 @@ pub struct TypeInput {
     pub cancellation_cutoff_minutes: i32,
     #[serde(default = "default_active")]
     pub active: bool,
+    /// Reminders, in minutes before the start (up to 5, 1 to 43200 each); omitted
+    /// or `null`: the server's default.
+    #[serde(default)]
+    pub reminder_offsets_minutes: Option<Vec<i32>>,
 }
 
 fn default_horizon() -> i32 {
@@ -211,7 +239,7 @@ fn within(field: &'static str, value: i32, min: i32, max: i32) -> Result<(), Err
 }
 
 impl TypeInput {
-    pub fn validated(self) -> Result<TypeInput, Error> {
+    pub fn validated(mut self) -> Result<TypeInput, Error> {
         bounded("name", &self.name, 100)?;
         within("duration_minutes", self.duration_minutes, 5, 480)?;
         within("buffer_before_minutes", self.buffer_before_minutes, 0, 240)?;
@@ -230,8 +258,25 @@ impl TypeInput {
         if !matches!(self.modality.as_str(), "video" | "in_person") {
             return Err(Error::validation("modality", "must be video or in_person"));
         }
+        if let Some(offsets) = &mut self.reminder_offsets_minutes {
+            if offsets.len() > 5 || offsets.iter().any(|m| !(1..=43_200).contains(m)) {
+                return Err(Error::validation(
+                    "reminder_offsets_minutes",
+                    "at most 5 offsets, each from 1 to 43200 minutes",
+                ));
+            }
+            offsets.sort_unstable_by(|a, b| b.cmp(a));
+            offsets.dedup();
+        }
         Ok(self)
     }
+}
+
+fn offsets_column(input: &TypeInput) -> Option<Vec<Option<i32>>> {
+    input
+        .reminder_offsets_minutes
+        .as_ref()
+        .map(|list| list.iter().copied().map(Some).collect())
 }
 
 pub fn create_type(
@@ -253,6 +298,7 @@ pub fn create_type(
             appointment_types::max_per_day.eq(input.max_per_day),
             appointment_types::cancellation_cutoff_minutes.eq(input.cancellation_cutoff_minutes),
             appointment_types::active.eq(input.active),
+            appointment_types::reminder_offsets_minutes.eq(offsets_column(input)),
         ))
         .returning(AppointmentType::as_returning())
         .get_result(conn)
@@ -282,6 +328,7 @@ pub fn update_type(
         appointment_types::max_per_day.eq(input.max_per_day),
         appointment_types::cancellation_cutoff_minutes.eq(input.cancellation_cutoff_minutes),
         appointment_types::active.eq(input.active),
+        appointment_types::reminder_offsets_minutes.eq(offsets_column(input)),
         appointment_types::version.eq(appointment_types::version + 1),
         appointment_types::updated_at.eq(diesel::dsl::now),
     ))

@@ -1,12 +1,16 @@
-//! The events outbox: every change to appointments and slots is written here in the
-//! same transaction as the change, for the real-time gateway to deliver after commit.
+//! The events outbox: every change clients hear about (appointments, slots,
+//! availability, notifications, ended sessions) is written here in the same
+//! transaction as the change, for the real-time gateway to deliver after commit.
 //! Payloads carry ids, statuses and times, never PHI.
+//!
+//! Inserting is all a writer does: a statement trigger NOTIFYs the new event id after
+//! commit, and the sequencer (`realtime::bus`) numbers events in commit order.
 
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use serde_json::{Value, json};
 
-use super::appointments::AppointmentRow;
+use crate::scheduling::appointments::AppointmentRow;
 use crate::schema::events;
 
 /// The kinds of event.
@@ -18,6 +22,12 @@ pub mod kind {
     pub const SLOT_HELD: &str = "slot.held";
     pub const SLOT_RELEASED: &str = "slot.released";
     pub const AVAILABILITY_CHANGED: &str = "availability.changed";
+    /// A notification for one account (a reminder).
+    pub const NOTIFICATION: &str = "notification";
+    /// A session ended (logout, refresh-token reuse): its sockets close.
+    pub const SESSION_ENDED: &str = "session.ended";
+    /// An account was disabled: all its sockets close.
+    pub const ACCOUNT_DISABLED: &str = "account.disabled";
 }
 
 /// Records an event about an appointment; `extra` is merged into the payload.
@@ -63,6 +73,23 @@ pub fn emit_for_provider(
         .values((
             events::kind.eq(kind),
             events::provider_id.eq(Some(provider_id)),
+            events::payload.eq(payload),
+        ))
+        .returning(events::id)
+        .get_result(conn)
+}
+
+/// Records an event for one account only.
+pub fn emit_for_account(
+    conn: &mut PgConnection,
+    kind: &str,
+    account_id: uuid::Uuid,
+    payload: Value,
+) -> QueryResult<i64> {
+    diesel::insert_into(events::table)
+        .values((
+            events::kind.eq(kind),
+            events::account_id.eq(Some(account_id)),
             events::payload.eq(payload),
         ))
         .returning(events::id)

@@ -1,0 +1,13 @@
+DROP TABLE ws_tickets;
+DROP TABLE webhook_deliveries;
+DROP TABLE reminder_jobs;
+ALTER TABLE appointment_types DROP COLUMN reminder_offsets_minutes;
+DROP TABLE notifications;
+DROP FUNCTION sequence_events(integer);
+DROP TRIGGER events_notify ON events;
+DROP FUNCTION events_notify();
+DROP TABLE event_stream;
+DROP INDEX events_by_age;
+DROP INDEX events_by_account;
+DROP INDEX events_unsequenced;
+ALTER TABLE events DROP COLUMN account_id, DROP COLUMN seq, DROP COLUMN xid;

@@ -1,0 +1,73 @@
+//! The notification routes: the REST side of what the WebSocket pushes.
+
+use http::StatusCode;
+use serde_json::json;
+use uuid::Uuid;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+use super::channels::view;
+use crate::auth::{self, Caller};
+use crate::error::Error;
+use crate::http::query::Query;
+use crate::http::{reply, with_state};
+use crate::state::AppState;
+
+/// GET /v1/me/notifications?unread=true&cursor=&limit=: the caller's notifications,
+/// newest first.
+#[utoipa::path(get, path = "/v1/me/notifications", tag = "notifications", params(("unread" = Option<bool>, Query, description = "Only unread ones"), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)), responses((status = 200, description = "Notifications, newest first", body = crate::http::openapi::Page<super::Notification>), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn list(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "me" / "notifications")
+        .and(warp::get())
+        .and(auth::caller(state))
+        .and(crate::http::query::raw())
+        .and(with_state(state))
+        .then(|caller: Caller, raw: String, state: AppState| async move {
+            reply::respond(list_handler(caller, &raw, state).await)
+        })
+        .boxed()
+}
+
+async fn list_handler(caller: Caller, raw: &str, state: AppState) -> Result<Response, Error> {
+    let q = Query::parse(raw, &["unread", "cursor", "limit"])?;
+    let unread = q
+        .parsed("unread", "must be true or false", |v| match v {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        })?
+        .unwrap_or(false);
+    let before = q.uuid("cursor")?;
+    let limit = q.number("limit", 50, 1, 200)?;
+    let items = state
+        .db
+        .run(move |conn| Ok(super::list(conn, caller.account_id, unread, before, limit)?))
+        .await?;
+    let next = (items.len() == usize::try_from(limit).unwrap_or(usize::MAX))
+        .then(|| items.last().map(|n| n.id))
+        .flatten();
+    let views: Vec<_> = items.iter().map(view).collect();
+    Ok(reply::json(
+        StatusCode::OK,
+        &json!({ "items": views, "next_cursor": next }),
+    ))
+}
+
+/// POST /v1/me/notifications/{id}/read: marks one read (idempotent).
+#[utoipa::path(post, path = "/v1/me/notifications/{id}/read", tag = "notifications", params(("id" = uuid::Uuid, Path, description = "Notification id")), responses((status = 200, description = "Read", body = super::Notification), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "me" / "notifications" / Uuid / "read")
+        .and(warp::post())
+        .and(auth::caller(state))
+        .and(with_state(state))
+        .then(|id: Uuid, caller: Caller, state: AppState| async move {
+            let result = state
+                .db
+                .run(move |conn| super::mark_read(conn, caller.account_id, id)?.ok_or(Error::NotFound))
+                .await
+                .map(|n| reply::json(StatusCode::OK, &view(&n)));
+            reply::respond(result)
+        })
+        .boxed()
+}

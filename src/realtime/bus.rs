@@ -1,0 +1,171 @@
+//! How an instance learns that the event stream moved.
+//!
+//! Business transactions NOTIFY `carewire_events` (with an event id) as they commit;
+//! the sequencer NOTIFYs `carewire_seq` (with the last `seq`) as it numbers them.
+//! [`PgBus`] keeps one dedicated connection per instance that `LISTEN`s on both,
+//! runs the sequencer when events arrive (sequencers queue on one row, so several
+//! instances doing it is harmless), and publishes the latest `seq` it knows. If the
+//! connection is lost it reconnects with backoff and catches up: the table, not the
+//! notifications, is the source of truth, so nothing is lost while it was away.
+//!
+//! The bus is a trait so that a broker (NATS, Redis) can take PostgreSQL's place when
+//! NOTIFY fan-out becomes the limit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use tokio::sync::watch;
+
+use super::stream;
+
+pub trait Bus: Send + Sync + std::fmt::Debug {
+    /// Changes whenever events may have been sequenced; holds the latest `seq` known.
+    fn wakeups(&self) -> watch::Receiver<i64>;
+}
+
+/// How long the listener sleeps when nothing arrived. libpq hands notifications over
+/// only when asked, so the listener asks this often; it costs one non-blocking read.
+const POLL: Duration = Duration::from_millis(2);
+/// How often the sequencer runs anyway, for events whose transaction was still behind
+/// an older open one when their notification came.
+const SEQUENCE_EVERY: Duration = Duration::from_millis(250);
+/// How often the listening connection is checked with a query.
+const HEALTH_EVERY: Duration = Duration::from_secs(5);
+const BATCH: i32 = 5000;
+
+/// The PostgreSQL LISTEN/NOTIFY bus.
+#[derive(Debug)]
+pub struct PgBus {
+    latest: watch::Sender<i64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl PgBus {
+    /// Starts listening on a dedicated connection to `database_url`.
+    pub fn start(database_url: String) -> PgBus {
+        let (latest, _) = watch::channel(0);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (latest, stop) = (latest.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("carewire-listener".into())
+                .spawn(move || listen(&database_url, &latest, &stop))
+                .ok()
+        };
+        PgBus { latest, stop, thread }
+    }
+
+    /// Stops listening (at shutdown).
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for PgBus {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Bus for PgBus {
+    fn wakeups(&self) -> watch::Receiver<i64> {
+        self.latest.subscribe()
+    }
+}
+
+fn publish(latest: &watch::Sender<i64>, seq: i64) {
+    latest.send_if_modified(|known| {
+        if seq > *known {
+            *known = seq;
+            true
+        } else {
+            false
+        }
+    });
+}
+
+/// Reconnects with backoff until told to stop.
+fn listen(url: &str, latest: &watch::Sender<i64>, stop: &AtomicBool) {
+    let mut backoff = Duration::from_millis(100);
+    while !stop.load(Ordering::Relaxed) {
+        match PgConnection::establish(url) {
+            Ok(mut conn) => {
+                backoff = Duration::from_millis(100);
+                match serve(&mut conn, latest, stop) {
+                    Ok(()) => return,
+                    Err(e) => {
+                        metrics::counter!("bus_reconnects_total").increment(1);
+                        tracing::warn!(error = %e, "the event listener lost its connection; reconnecting");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "the event listener cannot connect")
+            }
+        }
+        let until = Instant::now() + backoff;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Sequences everything committed; returns the last `seq`.
+fn sequence_all(conn: &mut PgConnection) -> QueryResult<i64> {
+    let mut last = stream::sequence(conn, BATCH)?;
+    loop {
+        let next = stream::sequence(conn, BATCH)?;
+        if next == last {
+            return Ok(last);
+        }
+        last = next;
+    }
+}
+
+/// Listens on one connection until it fails (Err) or we are told to stop (Ok).
+fn serve(conn: &mut PgConnection, latest: &watch::Sender<i64>, stop: &AtomicBool) -> QueryResult<()> {
+    diesel::sql_query("SET application_name = 'carewire-listener'").execute(conn)?;
+    diesel::sql_query("LISTEN carewire_events").execute(conn)?;
+    diesel::sql_query("LISTEN carewire_seq").execute(conn)?;
+    // Whatever happened while we were away is in the table.
+    publish(latest, sequence_all(conn)?);
+    let (mut sequenced_at, mut checked_at) = (Instant::now(), Instant::now());
+    while !stop.load(Ordering::Relaxed) {
+        let (mut new_events, mut newest) = (false, None::<i64>);
+        for notification in conn.notifications_iter() {
+            let notification = notification?;
+            match notification.channel.as_str() {
+                "carewire_events" => new_events = true,
+                "carewire_seq" => {
+                    if let Ok(seq) = notification.payload.parse::<i64>() {
+                        newest = Some(newest.map_or(seq, |n| n.max(seq)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if new_events || sequenced_at.elapsed() >= SEQUENCE_EVERY {
+            let last = sequence_all(conn)?;
+            newest = Some(newest.map_or(last, |n| n.max(last)));
+            sequenced_at = Instant::now();
+        }
+        if checked_at.elapsed() >= HEALTH_EVERY {
+            diesel::sql_query("SELECT 1").execute(conn)?;
+            checked_at = Instant::now();
+        }
+        match newest {
+            Some(seq) => publish(latest, seq),
+            None => std::thread::sleep(POLL),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,698 @@
+//! `GET /v1/ws`: the handshake and the life of one WebSocket connection.
+//!
+//! The handshake is answered by our own route, not warp's `ws()`: warp gives every
+//! socket tungstenite's default 128 KiB read buffer with no knob, and idle memory per
+//! connection is a product goal. The edge hands the connection's hyper upgrade to the
+//! route ([`crate::http::edge::UpgradeSlot`]); after the 101 we build the
+//! `WebSocketStream` ourselves with small buffers and hard size limits.
+//!
+//! Before upgrading, the route checks everything it can answer with a status code:
+//! the Origin (403 for a page from a site not in `CAREWIRE_CORS_ORIGINS`: cross-site
+//! WebSocket hijacking), then the credential (401): a single-use ticket in the query,
+//! or the access token as a `bearer.<token>` subprotocol next to `carewire.v1`.
+//!
+//! One task per connection runs [`serve`]: it replays what a resuming client missed,
+//! then forwards the hub's queue, answers client messages, pings on a heartbeat and
+//! closes a socket that went silent, floods, sends oversized frames, cannot keep up
+//! (1013), or whose session ended (4401) or account was disabled (4403).
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderValue};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role as WsRole, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+use super::hub::{self, Closing};
+use super::protocol::{self, ClientMessage, PROTOCOL, ServerMessage, code};
+use super::stream::{self, Audience};
+use super::tickets;
+use super::topics::{self, Identity, Topic};
+use crate::audit::{self, Code};
+use crate::auth::{self, Caller, Role};
+use crate::error::Error;
+use crate::http::edge::UpgradeSlot;
+use crate::http::query::{self, Query};
+use crate::http::{RequestContext, reply, request_context, with_state};
+use crate::state::AppState;
+
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// The most topics one connect may name.
+const MAX_TOPICS: usize = 16;
+/// Events read per replay query.
+const REPLAY_BATCH: i64 = 500;
+/// How long a close frame may take to go out before the socket is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// POST /v1/ws/ticket: a single-use ticket for one WebSocket handshake.
+#[utoipa::path(post, path = "/v1/ws/ticket", tag = "realtime", responses((status = 201, description = "A ticket for `GET /v1/ws?ticket=…`, valid for CAREWIRE_WS_TICKET_TTL_SECS and usable once"), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+pub(crate) fn ticket(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "ws" / "ticket")
+        .and(warp::post())
+        .and(auth::caller(state))
+        .and(with_state(state))
+        .then(|caller: Caller, state: AppState| async move {
+            let ttl = state.settings.realtime.ticket_ttl;
+            let expires_at =
+                chrono::Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(30));
+            let result = state
+                .db
+                .run(move |conn| tickets::issue(conn, &caller, expires_at))
+                .await
+                .map(|ticket| {
+                    reply::json(
+                        StatusCode::CREATED,
+                        &json!({ "ticket": ticket, "expires_at": expires_at, "expires_in": ttl.as_secs() }),
+                    )
+                });
+            reply::respond(result)
+        })
+        .boxed()
+}
+
+/// GET /v1/ws?ticket=&resume_from=&topics=: the WebSocket (protocol `carewire.v1`).
+#[utoipa::path(get, path = "/v1/ws", tag = "realtime", params(("ticket" = Option<String>, Query, description = "From POST /v1/ws/ticket; or offer the subprotocols `carewire.v1` and `bearer.<access token>`"), ("resume_from" = Option<i64>, Query, description = "The last seq received: missed events are replayed first"), ("topics" = Option<String>, Query, description = "Comma-separated topics to follow from the start, e.g. provider:{id}:slots")), responses((status = 101, description = "Switching to the WebSocket protocol carewire.v1 (see docs/realtime-protocol.md)"), (status = 400, description = "Not a WebSocket handshake", body = crate::http::openapi::ProblemDoc), (status = 401, description = "No valid ticket or token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Origin not allowed", body = crate::http::openapi::ProblemDoc)))]
+pub(crate) fn ws(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "ws")
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<UpgradeSlot>())
+        .and(request_context())
+        .and(query::raw())
+        .and(with_state(state))
+        .then(
+            |headers: HeaderMap,
+             slot: Option<UpgradeSlot>,
+             ctx: RequestContext,
+             raw: String,
+             state: AppState| async move {
+                reply::respond(handshake(headers, slot, ctx, &raw, state).await)
+            },
+        )
+        .boxed()
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Whether a browser page from `origin` may open a socket: an allowed origin, or
+/// our own (the page was served by this host).
+fn origin_allowed(state: &AppState, headers: &HeaderMap, origin: &str) -> bool {
+    let origin = origin.to_ascii_lowercase();
+    if state.settings.http.cors_origins.contains(&origin) {
+        return true;
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    !host.is_empty() && (origin == format!("http://{host}") || origin == format!("https://{host}"))
+}
+
+/// What the client asked for in the query string.
+struct Request {
+    ticket: Option<String>,
+    resume_from: Option<i64>,
+    topics: Vec<String>,
+}
+
+fn parse_request(raw: &str) -> Result<Request, Error> {
+    let q = Query::parse(raw, &["ticket", "resume_from", "topics"])?;
+    let topics: Vec<String> = q
+        .str("topics")
+        .map(|t| {
+            t.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if topics.len() > MAX_TOPICS {
+        return Err(Error::validation("query.topics", "at most 16 topics"));
+    }
+    Ok(Request {
+        ticket: q.str("ticket").map(str::to_owned),
+        resume_from: q.parsed("resume_from", "must be a seq this server sent", |v| {
+            v.parse::<i64>().ok().filter(|n| *n >= 0)
+        })?,
+        topics,
+    })
+}
+
+async fn handshake(
+    headers: HeaderMap,
+    slot: Option<UpgradeSlot>,
+    ctx: RequestContext,
+    raw: &str,
+    state: AppState,
+) -> Result<Response, Error> {
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
+    let is_upgrade = header_has_token(&headers, header::UPGRADE, "websocket")
+        && header_has_token(&headers, header::CONNECTION, "upgrade");
+    let (Some(key), true) = (key, is_upgrade) else {
+        return Err(Error::bad_request(
+            "GET /v1/ws is a WebSocket endpoint: send an Upgrade: websocket handshake",
+        ));
+    };
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .and_then(|v| v.to_str().ok())
+        != Some("13")
+    {
+        return Err(Error::bad_request("only WebSocket version 13 is supported"));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())
+        && !origin_allowed(&state, &headers, origin)
+    {
+        tracing::info!("WebSocket refused: origin not allowed");
+        return Err(Error::Forbidden);
+    }
+    let request = parse_request(raw)?;
+    let offered: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let speaks_ours = offered.iter().any(|p| p == PROTOCOL);
+    let bearer = offered
+        .iter()
+        .find_map(|p| p.strip_prefix("bearer."))
+        .map(str::to_owned);
+
+    let caller = match (&request.ticket, bearer) {
+        (Some(ticket), _) => {
+            let ticket = ticket.clone();
+            let caller = state
+                .db
+                .run(move |conn| Ok(tickets::redeem(conn, &ticket)?))
+                .await?
+                .ok_or(Error::Unauthorized {
+                    reason: "the ticket is unknown, expired or already used",
+                })?;
+            if !state.auth.sessions.is_live(&state.db, caller.session_id).await? {
+                return Err(Error::Unauthorized {
+                    reason: "the session has ended; sign in again",
+                });
+            }
+            caller
+        }
+        (None, Some(token)) => {
+            if !speaks_ours {
+                return Err(Error::bad_request(
+                    "offer the subprotocol carewire.v1 next to bearer.<token>",
+                ));
+            }
+            auth::authenticate_token(&state, &token).await?
+        }
+        (None, None) => {
+            return Err(Error::Unauthorized {
+                reason: "a ticket (?ticket=, from POST /v1/ws/ticket) or an access token (subprotocol bearer.<token>) is required",
+            });
+        }
+    };
+    let account_id = caller.account_id;
+    let patient_id = match caller.role {
+        Role::Patient => {
+            state
+                .db
+                .run(move |conn| Ok(crate::records::patients::id_for_account(conn, account_id)?))
+                .await?
+        }
+        Role::Provider | Role::Admin => None,
+    };
+    let identity = Identity {
+        account_id,
+        role: caller.role,
+        session_id: caller.session_id,
+        patient_id,
+    };
+    let on_upgrade = slot
+        .and_then(|s| s.take())
+        .ok_or(Error::internal("the connection cannot be upgraded"))?;
+
+    let mut res = reply::empty(StatusCode::SWITCHING_PROTOCOLS);
+    let headers_out = res.headers_mut();
+    headers_out.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers_out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    headers_out.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).map_err(|_| Error::internal("bad accept key"))?,
+    );
+    if speaks_ours {
+        // Never echo the bearer token back.
+        headers_out.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(PROTOCOL));
+    }
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let config = socket_config(&state);
+                let socket =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(config))
+                        .await;
+                serve(socket, state, ctx, identity, request).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    Ok(res)
+}
+
+/// Small buffers: an idle socket should cost a few KiB, not tungstenite's 256 KiB of
+/// defaults. Messages are small JSON; frames over the limit close the socket (1009).
+fn socket_config(state: &AppState) -> WebSocketConfig {
+    let max = state.settings.realtime.max_message_bytes;
+    WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(4 * 1024 * 1024)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+/// A token bucket for client messages.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    capacity: f64,
+    per_sec: f64,
+    at: Instant,
+    /// Messages dropped in a row; too many and the socket closes.
+    dropped: u32,
+}
+
+impl Bucket {
+    fn new(per_sec: u32) -> Bucket {
+        let capacity = f64::from(per_sec) * 2.0;
+        Bucket {
+            tokens: capacity,
+            capacity,
+            per_sec: f64::from(per_sec),
+            at: Instant::now(),
+            dropped: 0,
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.per_sec).min(self.capacity);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.dropped = 0;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
+}
+
+/// Consecutive messages over the rate before the socket is closed (1008).
+const MAX_DROPPED: u32 = 50;
+
+async fn send(socket: &mut Socket, message: &ServerMessage) -> Result<(), tungstenite::Error> {
+    socket.send(Message::text(message.to_text())).await
+}
+
+async fn close(mut socket: Socket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close(Some(frame))).await;
+}
+
+/// The life of one connection, from the welcome to the close.
+async fn serve(
+    mut socket: Socket,
+    state: AppState,
+    ctx: RequestContext,
+    identity: Identity,
+    request: Request,
+) {
+    // Topics named at connect: followed from the start (so they are replayed too),
+    // refusals answered once the socket is up.
+    let mut topics = Vec::new();
+    let mut refused = Vec::new();
+    for name in &request.topics {
+        match Topic::parse(name) {
+            None => refused.push(ServerMessage::error(
+                None,
+                code::UNKNOWN_TOPIC,
+                format!("unknown topic {name}"),
+            )),
+            Some(topic) => match topics::authorize(topic, &identity) {
+                Ok(()) => topics.push(topic),
+                Err(why) => {
+                    deny(&state, &ctx, &identity, why).await;
+                    refused.push(ServerMessage::error(
+                        None,
+                        why,
+                        format!("you may not follow {name}"),
+                    ));
+                }
+            },
+        }
+    }
+    let registration = state.hub.register(identity, &topics);
+    let id = registration.id;
+    let outcome = run(
+        &mut socket,
+        &state,
+        &ctx,
+        identity,
+        &mut topics,
+        request.resume_from,
+        refused,
+        registration,
+    )
+    .await;
+    state.hub.unregister(id);
+    match outcome {
+        Ending::Close(closing) => close(socket, closing.code, closing.reason).await,
+        Ending::Gone => {}
+    }
+}
+
+enum Ending {
+    Close(Closing),
+    /// The client went away (or the socket broke): nothing to say.
+    Gone,
+}
+
+async fn deny(state: &AppState, ctx: &RequestContext, identity: &Identity, why: &'static str) {
+    let caller = Caller {
+        account_id: identity.account_id,
+        role: identity.role,
+        session_id: identity.session_id,
+    };
+    if let Err(e) = audit::record_denial(
+        state,
+        ctx,
+        &caller,
+        Code::new("realtime_topic"),
+        None,
+        Code::new(why),
+    )
+    .await
+    {
+        tracing::warn!(error = %e, "recording a refused subscription failed");
+    }
+}
+
+#[expect(clippy::too_many_arguments, reason = "the parts of one connection, used once")]
+async fn run(
+    socket: &mut Socket,
+    state: &AppState,
+    ctx: &RequestContext,
+    identity: Identity,
+    topics: &mut Vec<Topic>,
+    resume_from: Option<i64>,
+    refused: Vec<ServerMessage>,
+    registration: hub::Registration,
+) -> Ending {
+    let hub::Registration {
+        id,
+        cursor,
+        mut rx,
+        mut control,
+    } = registration;
+    let settings = &state.settings.realtime;
+
+    // What to replay, or whether the client must resync.
+    let head = match state.db.run(|conn| Ok(stream::head(conn)?)).await {
+        Ok(head) => head,
+        Err(_) => {
+            return Ending::Close(Closing {
+                code: 1011,
+                reason: "database unavailable",
+            });
+        }
+    };
+    let (resumed, resync) = match resume_from {
+        None => (false, false),
+        Some(from) if from < head.pruned_through || from > head.last_seq => (false, true),
+        Some(_) => (true, false),
+    };
+    // Live events the client already saw (it was ahead of this instance) are skipped.
+    let mut seen_through = if resumed {
+        resume_from.unwrap_or(0).max(cursor)
+    } else {
+        cursor
+    };
+
+    let welcome = ServerMessage::Welcome {
+        protocol: PROTOCOL,
+        seq: cursor,
+        resumed,
+        account_id: identity.account_id,
+        topics: std::iter::once("notifications".to_owned())
+            .chain(std::iter::once("appointments".to_owned()))
+            .chain(topics.iter().map(Topic::name))
+            .collect(),
+        heartbeat_secs: settings.heartbeat.as_secs(),
+    };
+    if send(socket, &welcome).await.is_err() {
+        return Ending::Gone;
+    }
+    for message in &refused {
+        if send(socket, message).await.is_err() {
+            return Ending::Gone;
+        }
+    }
+    if resync {
+        let message = ServerMessage::ResyncRequired {
+            seq: cursor,
+            reason: "resume_from is older than the events kept, or unknown: reload, then carry on from seq",
+        };
+        if send(socket, &message).await.is_err() {
+            return Ending::Gone;
+        }
+    } else if let Some(from) = resume_from.filter(|_| resumed) {
+        if let Err(ending) = replay(socket, state, &identity, topics, from, cursor).await {
+            return ending;
+        }
+    } else if let Err(ending) = unread(socket, state, identity.account_id).await {
+        return ending;
+    }
+
+    let mut bucket = Bucket::new(settings.messages_per_sec);
+    let mut heard = Instant::now();
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + settings.heartbeat,
+        settings.heartbeat,
+    );
+    loop {
+        tokio::select! {
+            biased;
+            changed = control.changed() => {
+                let closing = if changed.is_ok() { *control.borrow() } else { None };
+                return Ending::Close(closing.unwrap_or(hub::SHUTTING_DOWN));
+            }
+            queued = rx.recv() => {
+                let Some((seq, text)) = queued else {
+                    return Ending::Close(hub::SLOW_CONSUMER);
+                };
+                if seq <= seen_through {
+                    continue;
+                }
+                seen_through = seq;
+                // A client that stops reading blocks this send; the hub then flags it
+                // as slow, and the close wins the race.
+                tokio::select! {
+                    sent = socket.send(Message::Text(text)) => if sent.is_err() { return Ending::Gone },
+                    _ = control.changed() => return Ending::Close(control.borrow().unwrap_or(hub::SLOW_CONSUMER)),
+                }
+            }
+            incoming = socket.next() => {
+                heard = Instant::now();
+                match incoming {
+                    None | Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed | tungstenite::Error::Io(_))) => return Ending::Gone,
+                    Some(Err(tungstenite::Error::Capacity(_))) => return Ending::Close(Closing { code: 1009, reason: "message too big" }),
+                    Some(Err(_)) => return Ending::Close(Closing { code: 1002, reason: "protocol error" }),
+                    Some(Ok(Message::Close(_))) => return Ending::Gone,
+                    Some(Ok(Message::Binary(_))) => {
+                        let reply = ServerMessage::error(None, code::BAD_MESSAGE, "messages are JSON text frames");
+                        if send(socket, &reply).await.is_err() { return Ending::Gone }
+                    }
+                    Some(Ok(Message::Text(text))) => {
+                        if !bucket.take() {
+                            if bucket.dropped > MAX_DROPPED {
+                                return Ending::Close(Closing { code: 1008, reason: "too many messages" });
+                            }
+                            let reply = ServerMessage::error(None, code::RATE_LIMITED, "too many messages; slow down");
+                            if bucket.dropped == 1 && send(socket, &reply).await.is_err() { return Ending::Gone }
+                            continue;
+                        }
+                        let reply = answer(state, ctx, &identity, id, topics, text.as_str()).await;
+                        if send(socket, &reply).await.is_err() { return Ending::Gone }
+                    }
+                    Some(Ok(_)) => {} // ping (answered by tungstenite), pong, raw frame
+                }
+            }
+            _ = heartbeat.tick() => {
+                if heard.elapsed() > settings.idle_timeout {
+                    return Ending::Close(Closing { code: 1001, reason: "heartbeat timeout" });
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return Ending::Gone;
+                }
+            }
+        }
+    }
+}
+
+/// Sends what a resuming client missed: matching events in `(from, through]`.
+async fn replay(
+    socket: &mut Socket,
+    state: &AppState,
+    identity: &Identity,
+    topics: &[Topic],
+    from: i64,
+    through: i64,
+) -> Result<(), Ending> {
+    let audience = Audience {
+        account_id: identity.account_id,
+        patient_id: identity.patient_id,
+        providers: topics
+            .iter()
+            .filter_map(|t| match t {
+                Topic::ProviderSlots(p) | Topic::ProviderQueue(p) => Some(*p),
+                Topic::Notifications | Topic::Appointments => None,
+            })
+            .collect(),
+    };
+    let mut after = from;
+    while after < through {
+        let batch_audience = audience.clone();
+        let events = state
+            .db
+            .run(move |conn| {
+                Ok(stream::replay(
+                    conn,
+                    &batch_audience,
+                    after,
+                    through,
+                    REPLAY_BATCH,
+                )?)
+            })
+            .await
+            .map_err(|_| {
+                Ending::Close(Closing {
+                    code: 1011,
+                    reason: "database unavailable",
+                })
+            })?;
+        for event in &events {
+            if let Some(text) = hub::replay_message(identity, topics, event) {
+                socket.send(Message::text(text)).await.map_err(|_| Ending::Gone)?;
+            }
+        }
+        match events.last() {
+            Some(last) if (events.len() as i64) == REPLAY_BATCH => after = last.seq,
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// On a fresh connection: the unread notifications (dedupe by id with any that also
+/// arrive as events).
+async fn unread(socket: &mut Socket, state: &AppState, account_id: uuid::Uuid) -> Result<(), Ending> {
+    let items = state
+        .db
+        .run(move |conn| Ok(crate::notifications::list(conn, account_id, true, None, 50)?))
+        .await
+        .map_err(|_| {
+            Ending::Close(Closing {
+                code: 1011,
+                reason: "database unavailable",
+            })
+        })?;
+    let message = ServerMessage::Notifications {
+        items: items.iter().map(crate::notifications::channels::view).collect(),
+    };
+    send(socket, &message).await.map_err(|_| Ending::Gone)
+}
+
+/// The answer to one client message.
+async fn answer(
+    state: &AppState,
+    ctx: &RequestContext,
+    identity: &Identity,
+    id: u64,
+    topics: &mut Vec<Topic>,
+    text: &str,
+) -> ServerMessage {
+    let message = match protocol::parse(text) {
+        Ok(message) => message,
+        Err(reply) => return reply,
+    };
+    match message {
+        ClientMessage::Ping { id } => ServerMessage::Pong { id },
+        ClientMessage::Subscribe { id: mid, topic } => {
+            let Some(parsed) = Topic::parse(&topic) else {
+                return ServerMessage::error(
+                    Some(&mid),
+                    code::UNKNOWN_TOPIC,
+                    format!("unknown topic {topic}"),
+                );
+            };
+            if let Err(why) = topics::authorize(parsed, identity) {
+                deny(state, ctx, identity, why).await;
+                return ServerMessage::error(Some(&mid), why, format!("you may not follow {topic}"));
+            }
+            if !topics.contains(&parsed) {
+                topics.push(parsed);
+            }
+            let seq = state.hub.subscribe(id, parsed);
+            ServerMessage::Ack {
+                id: mid,
+                seq: Some(seq),
+            }
+        }
+        ClientMessage::Unsubscribe { id: mid, topic } => {
+            if let Some(parsed) = Topic::parse(&topic) {
+                topics.retain(|t| *t != parsed);
+                state.hub.unsubscribe(id, parsed);
+            }
+            ServerMessage::Ack { id: mid, seq: None }
+        }
+        ClientMessage::Read {
+            id: mid,
+            notification_id,
+        } => {
+            let account = identity.account_id;
+            match state
+                .db
+                .run(move |conn| Ok(crate::notifications::mark_read(conn, account, notification_id)?))
+                .await
+            {
+                Ok(Some(_)) => ServerMessage::Ack { id: mid, seq: None },
+                Ok(None) => ServerMessage::error(Some(&mid), code::NOT_FOUND, "no such notification"),
+                Err(_) => ServerMessage::error(Some(&mid), code::INTERNAL, "try again"),
+            }
+        }
+    }
+}
