@@ -176,6 +176,8 @@ fn remove_stale_databases(admin: &mut PgConnection) -> anyhow::Result<()> {
 pub struct TestDatabase {
     pub name: String,
     pub url: String,
+    /// Dropped with this handle (false for a second handle on the same database).
+    owned: bool,
 }
 
 impl TestDatabase {
@@ -205,7 +207,21 @@ impl TestDatabase {
             .execute(&mut admin)
             .expect("create a test database");
         let url = with_param(&backend.base_url, "dbname", &name);
-        TestDatabase { name, url }
+        TestDatabase {
+            name,
+            url,
+            owned: true,
+        }
+    }
+
+    /// Another handle on the same database (for a second server instance); the
+    /// database goes when the first handle does.
+    pub fn shared(&self) -> TestDatabase {
+        TestDatabase {
+            name: self.name.clone(),
+            url: self.url.clone(),
+            owned: false,
+        }
     }
 
     /// A direct connection, for arranging data and inspecting what was stored.
@@ -216,6 +232,9 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let backend = backend();
         if let Ok(mut admin) = PgConnection::establish(&with_param(&backend.base_url, "dbname", "postgres")) {
             let _ = diesel::sql_query(format!(

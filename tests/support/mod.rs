@@ -7,6 +7,7 @@
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part
 
+pub mod booking;
 pub mod database;
 pub mod proxy;
 
@@ -107,6 +108,7 @@ pub struct TestAppBuilder {
     extra_routes: Option<BoxedFilter<(Response,)>>,
     via_proxy: Option<u16>,
     database: Option<TestDatabase>,
+    clock: Option<std::sync::Arc<dyn carewire::clock::Clock>>,
 }
 
 impl TestAppBuilder {
@@ -124,6 +126,12 @@ impl TestAppBuilder {
     /// Reach the database through a local proxy on `port` (see `proxy::DbProxy`).
     pub fn via_proxy(mut self, port: u16) -> Self {
         self.via_proxy = Some(port);
+        self
+    }
+
+    /// Timed work (reminders, webhook retries) reads this clock.
+    pub fn clock(mut self, clock: carewire::clock::ManualClock) -> Self {
+        self.clock = Some(std::sync::Arc::new(clock));
         self
     }
 
@@ -162,6 +170,7 @@ impl TestAppBuilder {
             settings,
             BuildOptions {
                 extra_routes: self.extra_routes,
+                clock: self.clock,
             },
         )
         .await
@@ -206,6 +215,7 @@ impl TestApp {
             extra_routes: None,
             via_proxy: None,
             database: None,
+            clock: None,
         }
     }
 
