@@ -90,6 +90,15 @@ pub const SETTINGS: &[SettingDef] = &[
     plain("CAREWIRE_WEBHOOK_MAX_ATTEMPTS"),
     plain("CAREWIRE_WEBHOOK_BACKOFF_MS"),
     plain("CAREWIRE_WEBHOOK_TIMEOUT_MS"),
+    plain("CAREWIRE_CONSULT_OPENS_BEFORE_MINUTES"),
+    plain("CAREWIRE_CONSULT_CLOSES_AFTER_MINUTES"),
+    plain("CAREWIRE_CONSULT_RECONNECT_GRACE_SECS"),
+    plain("CAREWIRE_CONSULT_HEARTBEAT_TIMEOUT_SECS"),
+    plain("CAREWIRE_CONSULT_EMPTY_ROOM_SECS"),
+    plain("CAREWIRE_STUN_URLS"),
+    plain("CAREWIRE_TURN_URLS"),
+    secret("CAREWIRE_TURN_SECRET"),
+    plain("CAREWIRE_TURN_TTL_SECS"),
     secret("CAREWIRE_AUDIT_SIGNING_KEY"),
     plain("CAREWIRE_AUDIT_SIGNING_KEY_FILE"),
     plain("CAREWIRE_AUDIT_TRUSTED_KEYS"),
@@ -173,6 +182,19 @@ pub struct Settings {
     pub realtime: RealtimeSettings,
     pub reminders: ReminderSettings,
     pub webhook: Option<WebhookSettings>,
+    pub consult: ConsultSettings,
+}
+
+/// Video consultations: when rooms open, how long seats are held, the ICE servers.
+#[derive(Debug)]
+pub struct ConsultSettings {
+    /// From how long before the start until how long after the end a room is open.
+    pub window: crate::consult::admission::Window,
+    /// The room's timings (grace period, heartbeat, empty room); the rest are the
+    /// protocol's defaults.
+    pub room: carewire_signaling::RoomConfig,
+    /// STUN and TURN servers, and the TURN shared secret for coturn credentials.
+    pub ice: carewire_signaling::IceConfig,
 }
 
 #[derive(Debug)]
@@ -517,6 +539,52 @@ impl Settings {
                     backoff: p.millis("CAREWIRE_WEBHOOK_BACKOFF_MS", 1_000, 10, 3_600_000)?,
                     timeout: p.millis("CAREWIRE_WEBHOOK_TIMEOUT_MS", 10_000, 100, 120_000)?,
                 }),
+            },
+            consult: {
+                let heartbeat_timeout = p.secs("CAREWIRE_CONSULT_HEARTBEAT_TIMEOUT_SECS", 15, 3, 600)?;
+                let room = carewire_signaling::RoomConfig {
+                    reconnect_grace: p.secs("CAREWIRE_CONSULT_RECONNECT_GRACE_SECS", 20, 1, 600)?,
+                    empty_timeout: p.secs("CAREWIRE_CONSULT_EMPTY_ROOM_SECS", 300, 1, 86_400)?,
+                    // Three pings fit in the timeout, so one lost ping is not a drop.
+                    ping_interval: heartbeat_timeout / 3,
+                    heartbeat_timeout,
+                    ..carewire_signaling::RoomConfig::default()
+                };
+                let urls = |v: &str| {
+                    Ok(v.split(',')
+                        .map(str::trim)
+                        .filter(|u| !u.is_empty())
+                        .map(str::to_owned)
+                        .collect::<Vec<String>>())
+                };
+                let stun = p.parse("CAREWIRE_STUN_URLS", Vec::new(), urls)?;
+                let turn = p.parse("CAREWIRE_TURN_URLS", Vec::new(), urls)?;
+                let secret = p.optional("CAREWIRE_TURN_SECRET", |v| {
+                    if v.len() < 16 {
+                        Err("must be at least 16 bytes long".into())
+                    } else {
+                        Ok(carewire_signaling::TurnSecret::new(v.as_bytes().to_vec()))
+                    }
+                })?;
+                let ttl = p.secs("CAREWIRE_TURN_TTL_SECS", 6 * 3600, 60, 7 * 86_400)?;
+                ConsultSettings {
+                    window: crate::consult::admission::Window {
+                        opens_before: p
+                            .number("CAREWIRE_CONSULT_OPENS_BEFORE_MINUTES", 15u64, 0, 24 * 60)
+                            .map(|m| Duration::from_secs(m * 60))?,
+                        closes_after: p
+                            .number("CAREWIRE_CONSULT_CLOSES_AFTER_MINUTES", 30u64, 0, 24 * 60)
+                            .map(|m| Duration::from_secs(m * 60))?,
+                    },
+                    room,
+                    ice: carewire_signaling::IceConfig::new(stun, turn, secret, ttl).map_err(|e| {
+                        ConfigError::Invalid {
+                            setting: "CAREWIRE_TURN_URLS",
+                            origin: Origin::Default,
+                            message: e.to_string(),
+                        }
+                    })?,
+                }
             },
             records: RecordsSettings {
                 care_relationship_window: p

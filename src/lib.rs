@@ -29,6 +29,8 @@
 //!   booking, enforced by exclusion constraints).
 //! - [`outbox`]: the events every change writes, in its transaction.
 //! - [`realtime`]: the WebSocket gateway: event stream, bus, hub, protocol, resume.
+//! - [`consult`]: video consultations: who may enter a room and when, the room tasks
+//!   that run the `carewire-signaling` state machine, and their effects.
 //! - [`notifications`], [`reminders`]: what users are told, through which channels,
 //!   and the reminders that are never lost.
 //! - [`clock`]: the time timed work reads (movable in tests).
@@ -42,6 +44,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod consult;
 pub mod crypto;
 pub mod db;
 pub mod error;

@@ -138,6 +138,7 @@ impl Application {
                 .clock
                 .unwrap_or_else(|| Arc::new(crate::clock::SystemClock)),
             hub,
+            consult: Arc::new(crate::consult::Consultations::new(settings.consult.room.clone())),
         });
         let routes = crate::http::routes(&state, options.extra_routes);
         let listener = TcpListener::bind(settings.listen)
@@ -197,6 +198,7 @@ impl Application {
         crate::http::server::serve(self.listener, self.routes, self.edge, shutdown, grace).await;
         // Upgraded sockets are not HTTP requests in flight: tell them to go.
         self.state.hub.close_all(crate::realtime::hub::SHUTTING_DOWN);
+        self.state.consult.close_all();
         for task in background {
             task.abort();
         }

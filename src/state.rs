@@ -26,6 +26,8 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     /// This instance's WebSocket connections and the event stream they follow.
     pub hub: Arc<crate::realtime::hub::Hub>,
+    /// This instance's consultation rooms.
+    pub consult: Arc<crate::consult::Consultations>,
 }
 
 impl AppState {

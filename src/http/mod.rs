@@ -19,6 +19,7 @@ pub mod query;
 pub mod reply;
 pub mod routes;
 pub mod server;
+pub mod websocket;
 
 use std::convert::Infallible;
 
@@ -57,6 +58,10 @@ pub fn routes(state: &AppState, extra: Option<BoxedFilter<(Response,)>>) -> Boxe
         .or(crate::notifications::routes::list(state))
         .unify()
         .or(crate::notifications::routes::read(state))
+        .unify()
+        .or(crate::consult::routes::socket(state))
+        .unify()
+        .or(crate::consult::routes::ice_servers(state))
         .unify()
         .boxed();
     let api = match extra {

@@ -144,6 +144,8 @@ impl Modify for BearerAuth {
         crate::realtime::gateway::ws,
         crate::notifications::routes::list,
         crate::notifications::routes::read,
+        crate::consult::routes::socket,
+        crate::consult::routes::ice_servers,
     ),
     tags(
         (name = "health", description = "Liveness, readiness, metrics"),
@@ -156,6 +158,7 @@ impl Modify for BearerAuth {
         (name = "appointments", description = "Holding, booking and managing appointments"),
         (name = "realtime", description = "The WebSocket gateway (protocol carewire.v1)"),
         (name = "notifications", description = "Reminders and other notifications"),
+        (name = "consultations", description = "Video consultations: signaling WebSocket (protocol carewire.consult.v1) and ICE servers"),
     )
 )]
 pub struct ApiDoc;

@@ -82,6 +82,9 @@ pub const ROUTES: &[RouteDef] = &[
     route("GET", "/v1/ws"),
     route("GET", "/v1/me/notifications"),
     route("POST", "/v1/me/notifications/{id}/read"),
+    // consultations
+    route("GET", "/v1/consultations/{id}"),
+    route("GET", "/v1/consultations/{id}/ice-servers"),
 ];
 
 fn matches(template: &str, path: &str) -> bool {

@@ -1,10 +1,7 @@
 //! `GET /v1/ws`: the handshake and the life of one WebSocket connection.
 //!
-//! The handshake is answered by our own route, not warp's `ws()`: warp gives every
-//! socket tungstenite's default 128 KiB read buffer with no knob, and idle memory per
-//! connection is a product goal. The edge hands the connection's hyper upgrade to the
-//! route ([`crate::http::edge::UpgradeSlot`]); after the 101 we build the
-//! `WebSocketStream` ourselves with small buffers and hard size limits.
+//! The handshake is answered by our own route, not warp's `ws()` (see
+//! [`crate::http::websocket`] for why and how): small buffers and hard size limits.
 //!
 //! Before upgrading, the route checks everything it can answer with a status code:
 //! the Origin (403 for a page from a site not in `CAREWIRE_CORS_ORIGINS`: cross-site
@@ -20,12 +17,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
-use http::header::{self, HeaderMap, HeaderValue};
-use hyper_util::rt::TokioIo;
+use http::header::HeaderMap;
 use serde_json::json;
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role as WsRole, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -41,10 +36,9 @@ use crate::auth::{self, Caller, Role};
 use crate::error::Error;
 use crate::http::edge::UpgradeSlot;
 use crate::http::query::{self, Query};
+use crate::http::websocket::{self, Handshake, Socket};
 use crate::http::{RequestContext, reply, request_context, with_state};
 use crate::state::AppState;
-
-type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// The most topics one connect may name.
 const MAX_TOPICS: usize = 16;
@@ -101,29 +95,6 @@ pub(crate) fn ws(state: &AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-/// Whether a browser page from `origin` may open a socket: an allowed origin, or
-/// our own (the page was served by this host).
-fn origin_allowed(state: &AppState, headers: &HeaderMap, origin: &str) -> bool {
-    let origin = origin.to_ascii_lowercase();
-    if state.settings.http.cors_origins.contains(&origin) {
-        return true;
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    !host.is_empty() && (origin == format!("http://{host}") || origin == format!("https://{host}"))
-}
-
 /// What the client asked for in the query string.
 struct Request {
     ticket: Option<String>,
@@ -162,73 +133,10 @@ async fn handshake(
     raw: &str,
     state: AppState,
 ) -> Result<Response, Error> {
-    let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
-    let is_upgrade = header_has_token(&headers, header::UPGRADE, "websocket")
-        && header_has_token(&headers, header::CONNECTION, "upgrade");
-    let (Some(key), true) = (key, is_upgrade) else {
-        return Err(Error::bad_request(
-            "GET /v1/ws is a WebSocket endpoint: send an Upgrade: websocket handshake",
-        ));
-    };
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .and_then(|v| v.to_str().ok())
-        != Some("13")
-    {
-        return Err(Error::bad_request("only WebSocket version 13 is supported"));
-    }
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())
-        && !origin_allowed(&state, &headers, origin)
-    {
-        tracing::info!("WebSocket refused: origin not allowed");
-        return Err(Error::Forbidden);
-    }
+    let handshake = Handshake::parse(&headers, "GET /v1/ws")?;
+    websocket::check_origin(&state, &headers)?;
     let request = parse_request(raw)?;
-    let offered: Vec<String> = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_owned())
-        .filter(|p| !p.is_empty())
-        .collect();
-    let speaks_ours = offered.iter().any(|p| p == PROTOCOL);
-    let bearer = offered
-        .iter()
-        .find_map(|p| p.strip_prefix("bearer."))
-        .map(str::to_owned);
-
-    let caller = match (&request.ticket, bearer) {
-        (Some(ticket), _) => {
-            let ticket = ticket.clone();
-            let caller = state
-                .db
-                .run(move |conn| Ok(tickets::redeem(conn, &ticket)?))
-                .await?
-                .ok_or(Error::Unauthorized {
-                    reason: "the ticket is unknown, expired or already used",
-                })?;
-            if !state.auth.sessions.is_live(&state.db, caller.session_id).await? {
-                return Err(Error::Unauthorized {
-                    reason: "the session has ended; sign in again",
-                });
-            }
-            caller
-        }
-        (None, Some(token)) => {
-            if !speaks_ours {
-                return Err(Error::bad_request(
-                    "offer the subprotocol carewire.v1 next to bearer.<token>",
-                ));
-            }
-            auth::authenticate_token(&state, &token).await?
-        }
-        (None, None) => {
-            return Err(Error::Unauthorized {
-                reason: "a ticket (?ticket=, from POST /v1/ws/ticket) or an access token (subprotocol bearer.<token>) is required",
-            });
-        }
-    };
+    let caller = websocket::authenticate(&state, &handshake, request.ticket.as_deref(), PROTOCOL).await?;
     let account_id = caller.account_id;
     let patient_id = match caller.role {
         Role::Patient => {
@@ -245,48 +153,10 @@ async fn handshake(
         session_id: caller.session_id,
         patient_id,
     };
-    let on_upgrade = slot
-        .and_then(|s| s.take())
-        .ok_or(Error::internal("the connection cannot be upgraded"))?;
-
-    let mut res = reply::empty(StatusCode::SWITCHING_PROTOCOLS);
-    let headers_out = res.headers_mut();
-    headers_out.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers_out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    headers_out.insert(
-        header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept).map_err(|_| Error::internal("bad accept key"))?,
-    );
-    if speaks_ours {
-        // Never echo the bearer token back.
-        headers_out.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(PROTOCOL));
-    }
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let config = socket_config(&state);
-                let socket =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(config))
-                        .await;
-                serve(socket, state, ctx, identity, request).await;
-            }
-            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
-        }
-    });
-    Ok(res)
-}
-
-/// Small buffers: an idle socket should cost a few KiB, not tungstenite's 256 KiB of
-/// defaults. Messages are small JSON; frames over the limit close the socket (1009).
-fn socket_config(state: &AppState) -> WebSocketConfig {
-    let max = state.settings.realtime.max_message_bytes;
-    WebSocketConfig::default()
-        .read_buffer_size(1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(4 * 1024 * 1024)
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max))
+    let config = websocket::config(state.settings.realtime.max_message_bytes);
+    websocket::accept(&handshake, slot, PROTOCOL, config, move |socket| {
+        serve(socket, state, ctx, identity, request)
+    })
 }
 
 /// A token bucket for client messages.

@@ -1,0 +1,22 @@
+//! Video consultations: the server side of the consultation room.
+//!
+//! The room's rules (seats, waiting room, who is polite, relaying, resume, guest links)
+//! live in the pure `carewire-signaling` crate; this module gives them sockets, a
+//! clock, the database and the audit log.
+//!
+//! - [`admission`]: who may enter an appointment's room and when (the window), pure.
+//! - [`routes`]: `GET /v1/consultations/{id}` (the WebSocket, protocol
+//!   `carewire.consult.v1`) and `GET /v1/consultations/{id}/ice-servers`.
+//! - [`rooms`]: this instance's rooms, one task each, and the connection queues.
+//! - [`effects`]: audit records and appointment status changes the rooms ask for.
+//!
+//! A room lives on one instance: every participant of a consultation must reach the
+//! instance that holds it. Behind a load balancer, route `/v1/consultations/{id}` by
+//! the appointment id (consistent hashing on the path); see the README.
+
+pub mod admission;
+pub mod effects;
+pub mod rooms;
+pub mod routes;
+
+pub use rooms::Consultations;
