@@ -143,6 +143,23 @@ diesel::table! {
 }
 
 diesel::table! {
+    consult_relay (id) {
+        id -> Int8,
+        instance_id -> Uuid,
+        body -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    consult_rooms (appointment_id) {
+        appointment_id -> Uuid,
+        instance_id -> Uuid,
+        lease_until -> Timestamptz,
+    }
+}
+
+diesel::table! {
     data_keys (version) {
         version -> Int4,
         wrapped_key -> Bytea,
@@ -303,6 +320,7 @@ diesel::table! {
 
 diesel::joinable!(appointment_types -> providers (provider_id));
 diesel::joinable!(appointments -> appointment_types (type_id));
+diesel::joinable!(consult_rooms -> appointments (appointment_id));
 diesel::joinable!(appointments -> patients (patient_id));
 diesel::joinable!(appointments -> providers (provider_id));
 diesel::joinable!(auth_sessions -> accounts (account_id));
@@ -333,6 +351,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     break_glass_grants,
     clinical_note_versions,
     clinical_notes,
+    consult_relay,
+    consult_rooms,
     data_keys,
     event_stream,
     events,

@@ -56,6 +56,8 @@ pub struct Application {
     edge: Arc<EdgeConfig>,
     sealer: SealerConfig,
     signer: Arc<CheckpointSigner>,
+    /// Consultation frames on their way to other instances, written once serving.
+    relay_queue: Option<tokio::sync::mpsc::Receiver<(uuid::Uuid, crate::consult::relay::Envelope)>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -129,6 +131,8 @@ impl Application {
         };
         let edge = Arc::new(EdgeConfig::from_settings(&settings.http));
         let hub = Arc::new(crate::realtime::hub::Hub::new(settings.realtime.queue));
+        // Each running server is one instance, with an id of its own.
+        let (relay, relay_queue) = crate::consult::relay::Relay::new(uuid::Uuid::new_v4());
         let state = AppState::new(Shared {
             settings: settings.clone(),
             db,
@@ -138,7 +142,10 @@ impl Application {
                 .clock
                 .unwrap_or_else(|| Arc::new(crate::clock::SystemClock)),
             hub,
-            consult: Arc::new(crate::consult::Consultations::new(settings.consult.room.clone())),
+            consult: Arc::new(crate::consult::Consultations::new(
+                settings.consult.room.clone(),
+                relay,
+            )),
         });
         let routes = crate::http::routes(&state, options.extra_routes);
         let listener = TcpListener::bind(settings.listen)
@@ -153,6 +160,7 @@ impl Application {
             edge,
             sealer,
             signer,
+            relay_queue: Some(relay_queue),
         })
     }
 
@@ -170,7 +178,7 @@ impl Application {
         tracing::info!(address = %self.local_addr, "listening");
         let mut background = spawn_background(&self.state);
         // The event stream: listen for it, and feed this instance's sockets from now on.
-        let mut bus = PgBus::start(self.sealer.database_url.clone());
+        let mut bus = PgBus::start(self.sealer.database_url.clone(), self.state.consult.instance());
         match self
             .state
             .db
@@ -187,6 +195,17 @@ impl Application {
             self.state.db.clone(),
             bus.wakeups(),
         )));
+        // Consultation frames other instances relay to this one, and ours to them.
+        background.push(tokio::spawn(crate::consult::relay::receive(
+            self.state.clone(),
+            bus.relay_wakeups(),
+        )));
+        if let Some(queue) = self.relay_queue {
+            background.push(tokio::spawn(crate::consult::relay::write_queued(
+                self.state.db.clone(),
+                queue,
+            )));
+        }
         let sealer = match Sealer::spawn(self.sealer, self.signer) {
             Ok(sealer) => Some(sealer),
             Err(e) => {

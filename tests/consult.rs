@@ -272,7 +272,8 @@ async fn appointment_status(v: &Visit, who: &User) -> String {
 /// answers the join).
 async fn wait_status(v: &Visit, who: &User, status: &str) {
     let mut seen = String::new();
-    for _ in 0..100 {
+    // Generous: on a loaded 2-core machine the room's database effects can queue.
+    for _ in 0..300 {
         seen = appointment_status(v, who).await;
         if seen == status {
             return;
@@ -405,6 +406,13 @@ async fn a_video_visit_connects_restarts_ice_and_ends_fulfilled_with_every_step_
     call.provider_peer.wait_connected(WAIT).await.unwrap();
     talk(&call.provider_peer, &call.patient_peer, "after the restart").await;
     talk(&call.patient_peer, &call.provider_peer, "still here").await;
+    for peer in [&call.provider_peer, &call.patient_peer] {
+        assert_eq!(
+            peer.background_errors(),
+            Vec::<String>::new(),
+            "negotiation ran clean"
+        );
+    }
 
     // The provider ends the consultation: both are told and closed, and the
     // appointment is fulfilled through the state machine.
@@ -691,4 +699,69 @@ async fn ice_servers_come_with_fresh_coturn_credentials_for_participants_only() 
     let (stranger, _) = patient(&v.app).await;
     let res = v.app.get_as(&path, &stranger.tokens.access).await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn two_instances_hold_one_room_and_a_participant_may_resume_on_either() {
+    let v = visit(&[]).await;
+    let second = TestApp::builder()
+        .clock(v.clock.clone())
+        .database(v.app.db.shared())
+        .spawn()
+        .await;
+
+    // The patient opens the room on the first instance; the provider reaches the
+    // second, which relays to the room's owner.
+    let (patient_ws, _) = join(&v.app, &v.patient, &v.appointment, None).await;
+    let patient_peer = Arc::new(Peer::new(true).await.unwrap());
+    let mut patient = pump(
+        patient_ws,
+        Some(Arc::clone(&patient_peer)),
+        "provider",
+        Arc::new(AtomicU64::new(0)),
+    );
+    patient.next_of("waiting").await;
+    let (provider_ws, joined) = join(&second, &v.clinic.provider, &v.appointment, None).await;
+    assert_eq!(joined["participants"][0]["seat"], "patient", "one room: {joined}");
+    let provider_peer = Arc::new(Peer::new(false).await.unwrap());
+    let mut provider = pump(
+        provider_ws,
+        Some(Arc::clone(&provider_peer)),
+        "patient",
+        Arc::new(AtomicU64::new(0)),
+    );
+    assert_eq!(patient.next_of("peer_joined").await["seat"], "provider");
+    provider.send(json!({ "type": "admit" }));
+    patient.next_of("admitted").await;
+    provider.next_of("admitted").await;
+
+    provider_peer.open_channel().await.unwrap();
+    provider_peer.wait_connected(WAIT).await.unwrap();
+    patient_peer.wait_connected(WAIT).await.unwrap();
+    talk(&provider_peer, &patient_peer, "across instances").await;
+    talk(&patient_peer, &provider_peer, "heard you").await;
+
+    // The patient's connection to the first instance drops; they come back through
+    // the second, and resume.
+    let last_seq = patient.cut();
+    provider.next_of("peer_reconnecting").await;
+    let seen = last_seq.load(Ordering::SeqCst);
+    let (ws, joined) = join(&second, &v.patient, &v.appointment, Some(seen)).await;
+    assert_eq!(joined["resumed"], true, "{joined}");
+    let mut patient = pump(ws, None, "provider", last_seq);
+    let back = provider.next_of("peer_joined").await;
+    assert_eq!(back["resumed"], true);
+    talk(&patient_peer, &provider_peer, "back through the other door").await;
+
+    provider.send(json!({ "type": "end" }));
+    assert_eq!(patient.next_of("room_closed").await["reason"], "ended");
+    assert_eq!(provider.next_of("room_closed").await["reason"], "ended");
+    wait_status(&v, &v.patient, "fulfilled").await;
+    assert_eq!(
+        count(&v.app, "SELECT count(*) AS n FROM consult_rooms"),
+        0,
+        "the closed room gave up its lease"
+    );
+    patient_peer.close().await;
+    provider_peer.close().await;
 }

@@ -9,13 +9,12 @@
 //!   `carewire.consult.v1`) and `GET /v1/consultations/{id}/ice-servers`.
 //! - [`rooms`]: this instance's rooms, one task each, and the connection queues.
 //! - [`effects`]: audit records and appointment status changes the rooms ask for.
-//!
-//! A room lives on one instance: every participant of a consultation must reach the
-//! instance that holds it. Behind a load balancer, route `/v1/consultations/{id}` by
-//! the appointment id (consistent hashing on the path); see the README.
+//! - [`relay`]: rooms across instances: which instance owns a room (a lease in
+//!   `consult_rooms`), and frames relayed through PostgreSQL to and from it.
 
 pub mod admission;
 pub mod effects;
+pub mod relay;
 pub mod rooms;
 pub mod routes;
 

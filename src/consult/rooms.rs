@@ -8,23 +8,29 @@
 //! then gets the grace period like any dropped connection, and its missed messages wait
 //! in the room's per-participant outbox for the resume.
 //!
+//! A room has one owner instance (see [`super::relay`]). A participant connected to
+//! another instance is a *remote* connection: its socket stays where it is, its frames
+//! travel to the owner and the owner's answers travel back, through the relay.
+//!
 //! Effects that touch the database (audit records, the appointment moving to arrived
 //! or fulfilled) are awaited in order inside the task: an audit record is written
 //! before the room moves on, and `fulfilled` is stored before the room is dropped.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use carewire_signaling::{
     Claim, ConnId, GuestLinkKey, IceServer, Identity, Input, Millis, Output, Room, RoomConfig,
 };
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::effects;
+use super::relay::{self, Envelope, Relay, WireClaim, WireOrigin};
 use crate::http::RequestContext;
 use crate::state::AppState;
 
@@ -33,6 +39,8 @@ use crate::state::AppState;
 pub(crate) const OUTBOUND_QUEUE: usize = 256;
 /// Frames queued for one room from all its connections.
 const INBOX: usize = 1024;
+/// Close code and reason for a relayed connection whose room is no longer where it was.
+const MOVED: (u16, &str) = (1012, "room moved; reconnect");
 
 /// What a connection task is told by its room.
 #[derive(Debug)]
@@ -41,18 +49,27 @@ pub enum Outbound {
     /// Send a close frame and stop; the room has already forgotten the connection.
     Close {
         code: u16,
-        reason: &'static str,
+        reason: String,
     },
+}
+
+/// How the room reaches a connection.
+#[derive(Debug)]
+pub enum Route {
+    /// A socket on this instance.
+    Local(mpsc::Sender<Outbound>),
+    /// A socket on another instance, through the relay.
+    Remote(Uuid),
 }
 
 /// What a room task hears.
 #[derive(Debug)]
-enum Command {
+pub enum Command {
     Open {
         conn: ConnId,
         claim: Claim,
         ice_servers: Vec<IceServer>,
-        outbound: mpsc::Sender<Outbound>,
+        route: Route,
         ctx: RequestContext,
     },
     Frame {
@@ -67,20 +84,23 @@ enum Command {
 }
 
 /// What the room needs to know about its appointment, read when it opens.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct RoomFacts {
     pub appointment: Uuid,
     pub patient_id: Uuid,
     pub provider_id: Uuid,
 }
 
-/// The rooms open on this instance, by appointment.
+/// The rooms open on this instance, by appointment, and this instance's connections
+/// to rooms other instances own.
 #[derive(Debug)]
 pub struct Consultations {
     rooms: Mutex<HashMap<Uuid, Registered>>,
+    remote: Mutex<HashMap<ConnId, RemoteConn>>,
     next_conn: AtomicU64,
     next_generation: AtomicU64,
     config: RoomConfig,
+    relay: Relay,
 }
 
 #[derive(Debug)]
@@ -90,39 +110,105 @@ struct Registered {
     inbox: mpsc::Sender<Command>,
 }
 
+/// A socket here whose room is elsewhere.
+#[derive(Debug)]
+struct RemoteConn {
+    outbound: mpsc::Sender<Outbound>,
+    owner: Uuid,
+    appointment: Uuid,
+}
+
 /// A connection's way into its room.
 #[derive(Debug)]
-pub struct RoomHandle {
-    conn: ConnId,
-    inbox: mpsc::Sender<Command>,
+pub enum RoomHandle {
+    /// The room is on this instance.
+    Local {
+        conn: ConnId,
+        inbox: mpsc::Sender<Command>,
+    },
+    /// The room is on instance `owner`.
+    Remote {
+        conn: ConnId,
+        appointment: Uuid,
+        owner: Uuid,
+        relay: Relay,
+    },
 }
 
 impl RoomHandle {
-    /// Passes a text frame to the room; `false` when the room is gone.
+    /// Passes a text frame to the room; `false` when the room is gone (or, for a
+    /// remote room, the relay is full).
     pub async fn frame(&self, text: String) -> bool {
-        self.inbox
-            .send(Command::Frame {
-                conn: self.conn,
-                text,
-            })
-            .await
-            .is_ok()
+        match self {
+            RoomHandle::Local { conn, inbox } => {
+                inbox.send(Command::Frame { conn: *conn, text }).await.is_ok()
+            }
+            RoomHandle::Remote {
+                conn,
+                appointment,
+                owner,
+                relay,
+            } => relay.send(
+                *owner,
+                Envelope::Frame {
+                    appointment: *appointment,
+                    conn: conn.0,
+                    text,
+                    reply_to: relay.instance(),
+                },
+            ),
+        }
+    }
+
+    /// Whether the room is on another instance.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, RoomHandle::Remote { .. })
     }
 
     /// Tells the room the socket is gone; the grace period starts.
-    pub async fn disconnected(&self) {
-        let _ = self.inbox.send(Command::Disconnected { conn: self.conn }).await;
+    pub async fn disconnected(&self, consultations: &Consultations) {
+        match self {
+            RoomHandle::Local { conn, inbox } => {
+                let _ = inbox.send(Command::Disconnected { conn: *conn }).await;
+            }
+            RoomHandle::Remote {
+                conn,
+                appointment,
+                owner,
+                relay,
+            } => {
+                consultations.lock_remote().remove(conn);
+                relay.send(
+                    *owner,
+                    Envelope::Disconnected {
+                        appointment: *appointment,
+                        conn: conn.0,
+                    },
+                );
+            }
+        }
     }
 }
 
 impl Consultations {
-    pub fn new(config: RoomConfig) -> Consultations {
+    /// Rooms for this instance, which reaches other instances through `relay`.
+    pub fn new(config: RoomConfig, relay: Relay) -> Consultations {
+        // Connection ids travel between instances, so they must not collide: the high
+        // half is drawn from this instance's id.
+        let prefix = relay.instance().as_u64_pair().0 & 0xffff_ffff_0000_0000;
         Consultations {
             rooms: Mutex::new(HashMap::new()),
-            next_conn: AtomicU64::new(1),
+            remote: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(prefix | 1),
             next_generation: AtomicU64::new(1),
             config,
+            relay,
         }
+    }
+
+    /// This instance's id (the owner column of `consult_rooms`).
+    pub fn instance(&self) -> Uuid {
+        self.relay.instance()
     }
 
     pub fn config(&self) -> &RoomConfig {
@@ -134,14 +220,38 @@ impl Consultations {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Registered>> {
-        self.rooms
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Registered>> {
+        self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Puts a new connection into the appointment's room, opening the room if this
-    /// instance has none. The room answers through `outbound`.
+    fn lock_remote(&self) -> MutexGuard<'_, HashMap<ConnId, RemoteConn>> {
+        self.remote.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn local_inbox(&self, appointment: Uuid) -> Option<mpsc::Sender<Command>> {
+        self.lock()
+            .get(&appointment)
+            .filter(|r| !r.inbox.is_closed())
+            .map(|r| r.inbox.clone())
+    }
+
+    /// Who owns the appointment's room after trying to take it; `None` when the
+    /// database cannot say.
+    async fn owner(&self, state: &AppState, appointment: Uuid) -> Option<Uuid> {
+        let me = self.instance();
+        if self.local_inbox(appointment).is_some() {
+            return Some(me);
+        }
+        state
+            .db
+            .run(move |c| Ok(relay::claim_room(c, appointment, me)?))
+            .await
+            .ok()
+    }
+
+    /// Puts a new connection into the appointment's room: on this instance when it
+    /// holds the room or can take it, otherwise relayed to the instance that does. The
+    /// room answers through `outbound`.
     pub async fn open(
         &self,
         state: &AppState,
@@ -152,13 +262,53 @@ impl Consultations {
         ctx: RequestContext,
     ) -> Option<RoomHandle> {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
-        let mut command = Command::Open {
+        let owner = self.owner(state, facts.appointment).await?;
+        if owner == self.instance() {
+            let command = Command::Open {
+                conn,
+                claim,
+                ice_servers,
+                route: Route::Local(outbound),
+                ctx,
+            };
+            let inbox = self.enter_local(state, facts, command).await?;
+            return Some(RoomHandle::Local { conn, inbox });
+        }
+        self.lock_remote().insert(
             conn,
-            claim,
+            RemoteConn {
+                outbound,
+                owner,
+                appointment: facts.appointment,
+            },
+        );
+        let envelope = Envelope::Open {
+            facts,
+            conn: conn.0,
+            claim: WireClaim::from(&claim),
             ice_servers,
-            outbound,
-            ctx,
+            origin: WireOrigin::from(&ctx),
+            reply_to: self.instance(),
         };
+        if !self.relay.send(owner, envelope) {
+            self.lock_remote().remove(&conn);
+            return None;
+        }
+        Some(RoomHandle::Remote {
+            conn,
+            appointment: facts.appointment,
+            owner,
+            relay: self.relay.clone(),
+        })
+    }
+
+    /// Sends `command` to the room on this instance, opening the room if needed.
+    async fn enter_local(
+        &self,
+        state: &AppState,
+        facts: RoomFacts,
+        mut command: Command,
+    ) -> Option<mpsc::Sender<Command>> {
         // A room that just closed may still be registered for an instant; then the
         // send fails and a fresh room is opened. Twice is enough: a new room cannot
         // close before it has read its first command.
@@ -184,7 +334,7 @@ impl Consultations {
                 }
             };
             match inbox.send(command).await {
-                Ok(()) => return Some(RoomHandle { conn, inbox }),
+                Ok(()) => return Some(inbox),
                 Err(mpsc::error::SendError(back)) => {
                     self.forget(facts.appointment, generation);
                     command = back;
@@ -192,6 +342,99 @@ impl Consultations {
             }
         }
         None
+    }
+
+    /// Tells a relayed connection at `instance` that its room is not here any more.
+    fn moved(&self, instance: Uuid, conn: u64) {
+        self.relay.send(
+            instance,
+            Envelope::Close {
+                conn,
+                code: MOVED.0,
+                reason: MOVED.1.into(),
+            },
+        );
+    }
+
+    /// Handles an envelope another instance relayed to this one.
+    pub async fn deliver(&self, state: &AppState, envelope: Envelope) {
+        match envelope {
+            Envelope::Open {
+                facts,
+                conn,
+                claim,
+                ice_servers,
+                origin,
+                reply_to,
+            } => {
+                let command = Command::Open {
+                    conn: ConnId(conn),
+                    claim: Claim::from(claim),
+                    ice_servers,
+                    route: Route::Remote(reply_to),
+                    ctx: RequestContext::from(origin),
+                };
+                let entered = self.owner(state, facts.appointment).await == Some(self.instance())
+                    && self.enter_local(state, facts, command).await.is_some();
+                if !entered {
+                    // The owner changed under the sender: the client reconnects and
+                    // lands on the new owner.
+                    self.moved(reply_to, conn);
+                }
+            }
+            Envelope::Frame {
+                appointment,
+                conn,
+                text,
+                reply_to,
+            } => {
+                let sent = match self.local_inbox(appointment) {
+                    Some(inbox) => inbox
+                        .send(Command::Frame {
+                            conn: ConnId(conn),
+                            text,
+                        })
+                        .await
+                        .is_ok(),
+                    None => false,
+                };
+                if !sent {
+                    self.moved(reply_to, conn);
+                }
+            }
+            Envelope::Disconnected { appointment, conn } => {
+                if let Some(inbox) = self.local_inbox(appointment) {
+                    let _ = inbox.send(Command::Disconnected { conn: ConnId(conn) }).await;
+                }
+            }
+            Envelope::Text { conn, text } => {
+                let conn = ConnId(conn);
+                let mut remote = self.lock_remote();
+                let full = remote.get(&conn).is_some_and(|r| {
+                    matches!(
+                        r.outbound.try_send(Outbound::Text(text)),
+                        Err(mpsc::error::TrySendError::Full(_))
+                    )
+                });
+                if full && let Some(r) = remote.remove(&conn) {
+                    // Too slow: dropping the sender closes the socket (1013), and the
+                    // owner treats it as a dropped connection.
+                    metrics::counter!("consult_slow_consumers_total").increment(1);
+                    self.relay.send(
+                        r.owner,
+                        Envelope::Disconnected {
+                            appointment: r.appointment,
+                            conn: conn.0,
+                        },
+                    );
+                }
+            }
+            Envelope::Close { conn, code, reason } => {
+                if let Some(r) = self.lock_remote().remove(&ConnId(conn)) {
+                    let _ = r.outbound.try_send(Outbound::Close { code, reason });
+                }
+            }
+        }
     }
 
     /// Removes a finished room from the registry, unless a newer one took its place.
@@ -216,7 +459,27 @@ impl Consultations {
 /// One connection as the room task knows it.
 #[derive(Debug)]
 struct Conn {
-    outbound: mpsc::Sender<Outbound>,
+    route: Route,
+}
+
+impl Conn {
+    /// Hands `outbound` to the connection; `false` when it cannot keep up.
+    fn deliver(&self, relay: &Relay, conn: ConnId, outbound: Outbound) -> bool {
+        match &self.route {
+            Route::Local(tx) => !matches!(tx.try_send(outbound), Err(mpsc::error::TrySendError::Full(_))),
+            Route::Remote(instance) => {
+                let envelope = match outbound {
+                    Outbound::Text(text) => Envelope::Text { conn: conn.0, text },
+                    Outbound::Close { code, reason } => Envelope::Close {
+                        conn: conn.0,
+                        code,
+                        reason,
+                    },
+                };
+                relay.send(*instance, envelope)
+            }
+        }
+    }
 }
 
 /// The room task: inputs in, effects out, until the room closes.
@@ -229,6 +492,7 @@ async fn run(
 ) {
     let epoch = Instant::now();
     let now = move || Millis::from_millis(u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX));
+    let relay = state.consult.relay.clone();
     let mut key = [0u8; 32];
     if getrandom::fill(&mut key).is_err() {
         tracing::error!("the random number generator failed; consultation room not opened");
@@ -240,6 +504,7 @@ async fn run(
     // Where each account last connected from, for its audit records.
     let mut origins: HashMap<Uuid, RequestContext> = HashMap::new();
     let mut pending: VecDeque<Input> = VecDeque::new();
+    let mut lease = tokio::time::interval_at(Instant::now() + relay::RENEW_EVERY, relay::RENEW_EVERY);
     tracing::info!(appointment = %facts.appointment, "consultation room opened");
 
     'room: loop {
@@ -249,16 +514,17 @@ async fn run(
         let input = tokio::select! {
             command = inbox.recv() => match command {
                 None | Some(Command::Shutdown) => {
-                    for conn in conns.values() {
-                        let _ = conn.outbound.try_send(Outbound::Close { code: 1001, reason: "server shutting down" });
+                    for (id, conn) in &conns {
+                        let close = Outbound::Close { code: 1001, reason: "server shutting down".into() };
+                        conn.deliver(&relay, *id, close);
                     }
                     break 'room;
                 }
-                Some(Command::Open { conn, claim, ice_servers, outbound, ctx }) => {
+                Some(Command::Open { conn, claim, ice_servers, route, ctx }) => {
                     if let Claim::Patient { account } | Claim::Provider { account } = &claim {
                         origins.insert(*account, ctx);
                     }
-                    conns.insert(conn, Conn { outbound });
+                    conns.insert(conn, Conn { route });
                     Input::Open { conn, claim, ice_servers }
                 }
                 Some(Command::Frame { conn, text }) => Input::Frame { conn, text },
@@ -268,6 +534,13 @@ async fn run(
                 }
             },
             () = sleep_until(deadline) => Input::Tick,
+            _ = lease.tick() => {
+                let (appointment, me) = (facts.appointment, relay.instance());
+                if let Err(e) = state.db.run(move |c| Ok(relay::renew(c, appointment, me)?)).await {
+                    tracing::warn!(error = %e, "renewing a consultation room's lease failed");
+                }
+                continue 'room;
+            }
         };
         pending.push_back(input);
         while let Some(input) = pending.pop_front() {
@@ -282,11 +555,9 @@ async fn run(
                                 continue;
                             }
                         };
-                        if let Err(mpsc::error::TrySendError::Full(_)) =
-                            c.outbound.try_send(Outbound::Text(text))
-                        {
-                            // Too slow: drop the sender (its task closes the socket
-                            // with 1013) and treat it as a dropped connection.
+                        if !c.deliver(&relay, conn, Outbound::Text(text)) {
+                            // Too slow: drop the route (a local socket's task closes
+                            // it with 1013) and treat it as a dropped connection.
                             conns.remove(&conn);
                             metrics::counter!("consult_slow_consumers_total").increment(1);
                             pending.push_back(Input::Disconnected { conn });
@@ -294,10 +565,11 @@ async fn run(
                     }
                     Output::Close { conn, reason } => {
                         if let Some(c) = conns.remove(&conn) {
-                            let _ = c.outbound.try_send(Outbound::Close {
+                            let close = Outbound::Close {
                                 code: reason.ws_code(),
-                                reason: reason.as_str(),
-                            });
+                                reason: reason.as_str().into(),
+                            };
+                            c.deliver(&relay, conn, close);
                         }
                     }
                     Output::Audit(record) => {
@@ -319,6 +591,14 @@ async fn run(
         }
     }
     state.consult.forget(facts.appointment, generation);
+    let (appointment, me) = (facts.appointment, relay.instance());
+    if let Err(e) = state
+        .db
+        .run(move |c| Ok(relay::release(c, appointment, me)?))
+        .await
+    {
+        tracing::warn!(error = %e, "releasing a consultation room failed; its lease runs out instead");
+    }
     metrics::gauge!("consult_rooms_open").decrement(1.0);
 }
 

@@ -217,7 +217,11 @@ async fn deny(
     }
 }
 
-async fn close(mut socket: Socket, code: u16, reason: &'static str) {
+async fn close(socket: Socket, code: u16, reason: &'static str) {
+    close_with(socket, code, reason.to_owned()).await;
+}
+
+async fn close_with(mut socket: Socket, code: u16, reason: String) {
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: reason.into(),
@@ -266,17 +270,31 @@ async fn enter(
         return close(socket, 1011, "room unavailable").await;
     };
     metrics::gauge!("consult_connections").increment(1.0);
+    // A room on another instance answers every ping; silence for a whole heartbeat
+    // timeout means its owner is gone, and the client should reconnect to the room's
+    // next owner.
+    let silence = state.consult.config().heartbeat_timeout;
+    let mut heard_from_room = tokio::time::Instant::now();
+    let mut watchdog = tokio::time::interval(silence / 3);
     loop {
         tokio::select! {
+            _ = watchdog.tick(), if room.is_remote() => {
+                if heard_from_room.elapsed() > silence {
+                    room.disconnected(&state.consult).await;
+                    close(socket, 1012, "room moved; reconnect").await;
+                    break;
+                }
+            }
             out = outbound.recv() => match out {
                 Some(Outbound::Text(text)) => {
+                    heard_from_room = tokio::time::Instant::now();
                     if socket.send(Message::text(text)).await.is_err() {
-                        room.disconnected().await;
+                        room.disconnected(&state.consult).await;
                         break;
                     }
                 }
                 Some(Outbound::Close { code, reason }) => {
-                    close(socket, code, reason).await;
+                    close_with(socket, code, reason).await;
                     break;
                 }
                 // The room cut this connection off (it could not keep up) or is gone.
@@ -297,17 +315,17 @@ async fn enter(
                     if let Ok(text) = ServerFrame::error(None, rejection).to_json()
                         && socket.send(Message::text(text)).await.is_err()
                     {
-                        room.disconnected().await;
+                        room.disconnected(&state.consult).await;
                         break;
                     }
                 }
                 Some(Err(tungstenite::Error::Capacity(_))) => {
-                    room.disconnected().await;
+                    room.disconnected(&state.consult).await;
                     close(socket, 1009, "message too big").await;
                     break;
                 }
                 None | Some(Ok(Message::Close(_))) | Some(Err(_)) => {
-                    room.disconnected().await;
+                    room.disconnected(&state.consult).await;
                     break;
                 }
                 Some(Ok(_)) => {} // ping (tungstenite answers), pong, raw frame

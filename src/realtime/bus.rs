@@ -8,6 +8,10 @@
 //! connection is lost it reconnects with backoff and catches up: the table, not the
 //! notifications, is the source of truth, so nothing is lost while it was away.
 //!
+//! The same connection listens on `carewire_consult`, whose payload names the instance
+//! that has consultation frames waiting in `consult_relay` (see
+//! [`crate::consult::relay`]); the bus wakes this instance's relay reader.
+//!
 //! The bus is a trait so that a broker (NATS, Redis) can take PostgreSQL's place when
 //! NOTIFY fan-out becomes the limit.
 
@@ -25,6 +29,8 @@ use super::stream;
 pub trait Bus: Send + Sync + std::fmt::Debug {
     /// Changes whenever events may have been sequenced; holds the latest `seq` known.
     fn wakeups(&self) -> watch::Receiver<i64>;
+    /// Changes whenever consultation frames may be waiting for this instance.
+    fn relay_wakeups(&self) -> watch::Receiver<u64>;
 }
 
 /// How long the listener sleeps when nothing arrived. libpq hands notifications over
@@ -41,23 +47,36 @@ const BATCH: i32 = 5000;
 #[derive(Debug)]
 pub struct PgBus {
     latest: watch::Sender<i64>,
+    relayed: watch::Sender<u64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl PgBus {
-    /// Starts listening on a dedicated connection to `database_url`.
-    pub fn start(database_url: String) -> PgBus {
+    /// Starts listening on a dedicated connection to `database_url`, for the events
+    /// and for consultation frames addressed to `instance`.
+    pub fn start(database_url: String, instance: uuid::Uuid) -> PgBus {
         let (latest, _) = watch::channel(0);
+        let (relayed, _) = watch::channel(0);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (latest, stop) = (latest.clone(), stop.clone());
+            let wake = Wake {
+                latest: latest.clone(),
+                relayed: relayed.clone(),
+                instance: instance.to_string(),
+            };
+            let stop = stop.clone();
             std::thread::Builder::new()
                 .name("carewire-listener".into())
-                .spawn(move || listen(&database_url, &latest, &stop))
+                .spawn(move || listen(&database_url, &wake, &stop))
                 .ok()
         };
-        PgBus { latest, stop, thread }
+        PgBus {
+            latest,
+            relayed,
+            stop,
+            thread,
+        }
     }
 
     /// Stops listening (at shutdown).
@@ -79,6 +98,24 @@ impl Bus for PgBus {
     fn wakeups(&self) -> watch::Receiver<i64> {
         self.latest.subscribe()
     }
+
+    fn relay_wakeups(&self) -> watch::Receiver<u64> {
+        self.relayed.subscribe()
+    }
+}
+
+/// Whom the listener wakes.
+struct Wake {
+    latest: watch::Sender<i64>,
+    relayed: watch::Sender<u64>,
+    /// This instance's id, as `carewire_consult` payloads name it.
+    instance: String,
+}
+
+impl Wake {
+    fn relay(&self) {
+        self.relayed.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 fn publish(latest: &watch::Sender<i64>, seq: i64) {
@@ -93,13 +130,13 @@ fn publish(latest: &watch::Sender<i64>, seq: i64) {
 }
 
 /// Reconnects with backoff until told to stop.
-fn listen(url: &str, latest: &watch::Sender<i64>, stop: &AtomicBool) {
+fn listen(url: &str, wake: &Wake, stop: &AtomicBool) {
     let mut backoff = Duration::from_millis(100);
     while !stop.load(Ordering::Relaxed) {
         match PgConnection::establish(url) {
             Ok(mut conn) => {
                 backoff = Duration::from_millis(100);
-                match serve(&mut conn, latest, stop) {
+                match serve(&mut conn, wake, stop) {
                     Ok(()) => return,
                     Err(e) => {
                         metrics::counter!("bus_reconnects_total").increment(1);
@@ -132,19 +169,23 @@ fn sequence_all(conn: &mut PgConnection) -> QueryResult<i64> {
 }
 
 /// Listens on one connection until it fails (Err) or we are told to stop (Ok).
-fn serve(conn: &mut PgConnection, latest: &watch::Sender<i64>, stop: &AtomicBool) -> QueryResult<()> {
+fn serve(conn: &mut PgConnection, wake: &Wake, stop: &AtomicBool) -> QueryResult<()> {
+    let latest = &wake.latest;
     diesel::sql_query("SET application_name = 'carewire-listener'").execute(conn)?;
     diesel::sql_query("LISTEN carewire_events").execute(conn)?;
     diesel::sql_query("LISTEN carewire_seq").execute(conn)?;
-    // Whatever happened while we were away is in the table.
+    diesel::sql_query("LISTEN carewire_consult").execute(conn)?;
+    // Whatever happened while we were away is in the tables.
     publish(latest, sequence_all(conn)?);
+    wake.relay();
     let (mut sequenced_at, mut checked_at) = (Instant::now(), Instant::now());
     while !stop.load(Ordering::Relaxed) {
-        let (mut new_events, mut newest) = (false, None::<i64>);
+        let (mut new_events, mut newest, mut relayed) = (false, None::<i64>, false);
         for notification in conn.notifications_iter() {
             let notification = notification?;
             match notification.channel.as_str() {
                 "carewire_events" => new_events = true,
+                "carewire_consult" => relayed |= notification.payload == wake.instance,
                 "carewire_seq" => {
                     if let Ok(seq) = notification.payload.parse::<i64>() {
                         newest = Some(newest.map_or(seq, |n| n.max(seq)));
@@ -162,9 +203,13 @@ fn serve(conn: &mut PgConnection, latest: &watch::Sender<i64>, stop: &AtomicBool
             diesel::sql_query("SELECT 1").execute(conn)?;
             checked_at = Instant::now();
         }
+        if relayed {
+            wake.relay();
+        }
         match newest {
             Some(seq) => publish(latest, seq),
-            None => std::thread::sleep(POLL),
+            None if !relayed => std::thread::sleep(POLL),
+            None => {}
         }
     }
     Ok(())

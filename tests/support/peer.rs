@@ -111,6 +111,7 @@ impl Peer {
             outgoing: outgoing_tx,
             early_candidates: Vec::new(),
             remote_ufrags: HashSet::new(),
+            ended_ufrag: None,
         };
         let negotiator = tokio::spawn(negotiator.run(commands_rx, Arc::clone(&shared)));
 
@@ -237,6 +238,17 @@ impl Peer {
     pub async fn local_ufrag(&self) -> Option<String> {
         let local = self.pc.local_description().await?;
         ice_ufrag(&local.sdp).map(str::to_owned)
+    }
+
+    /// Failures in the background that no call reported: a failed offer after
+    /// `negotiationneeded`, a local candidate that would not serialize, a data channel
+    /// message that was not text. A test can assert this is empty at the end.
+    pub fn background_errors(&self) -> Vec<String> {
+        self.shared
+            .errors
+            .lock()
+            .map(|errors| errors.clone())
+            .unwrap_or_default()
     }
 
     /// Stops negotiating and closes the connection (idempotent).
@@ -416,6 +428,8 @@ struct Negotiator {
     /// The ufrag of every remote description applied so far, to tell a candidate of a
     /// past generation (dropped, as browsers do) from one of a future one (held).
     remote_ufrags: HashSet<String>,
+    /// The local ufrag whose `end_of_candidates` went out last.
+    ended_ufrag: Option<String>,
 }
 
 /// What to do with a remote candidate now.
@@ -435,13 +449,7 @@ impl Negotiator {
                     }
                 }
                 Command::LocalCandidate(candidate) => self.send_local_candidate(candidate).await,
-                Command::GatheringComplete => {
-                    let ufrag = self.local_ufrag().await;
-                    self.send(message(
-                        "end_of_candidates",
-                        [("username_fragment", ufrag.map(Value::from))],
-                    ));
-                }
+                Command::GatheringComplete => self.send_end_of_candidates().await,
                 Command::Relayed(relayed, reply) => {
                     let _ = reply.send(self.on_relayed(&relayed).await);
                 }
@@ -525,6 +533,21 @@ impl Negotiator {
                 ("sdp_mline_index", Some(Value::from(0))),
                 ("username_fragment", ufrag),
             ],
+        ));
+    }
+
+    async fn send_end_of_candidates(&mut self) {
+        // The driver gathers again at every `set_local_description` (and at `restart_ice`),
+        // each time ending with "complete", though no new candidate turns up: a browser
+        // ends each generation once, so only the first end per ufrag is sent.
+        let ufrag = self.local_ufrag().await;
+        if ufrag.is_some() && ufrag == self.ended_ufrag {
+            return;
+        }
+        self.ended_ufrag.clone_from(&ufrag);
+        self.send(message(
+            "end_of_candidates",
+            [("username_fragment", ufrag.map(Value::from))],
         ));
     }
 

@@ -1,0 +1,2 @@
+DROP TABLE consult_relay;
+DROP TABLE consult_rooms;
