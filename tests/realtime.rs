@@ -390,7 +390,14 @@ async fn resuming_from_before_what_is_kept_asks_for_a_resync() {
         book_ok(&app, &ada.tokens.access, json!({ "provider_id": c.provider.id, "type_id": c.type_id, "starts_at": free_slot(&app, &c, day).await })).await;
     }
     // The retention job pruned everything (as if older than CAREWIRE_EVENT_RETENTION_DAYS).
+    // Only numbered events are pruned; the listener numbers them just after commit.
     let mut conn = app.db.connect();
+    for _ in 0..200 {
+        if count(&app, "SELECT count(*) AS n FROM events WHERE seq IS NULL") == 0 {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(25)).await;
+    }
     let pruned = carewire::realtime::stream::prune(&mut conn, Utc::now() + Duration::seconds(5)).unwrap();
     assert!(pruned >= 2);
     let (mut ws, welcome) = connect(&app, &ada, "resume_from=1").await;

@@ -164,7 +164,7 @@ fn try_lead(
 ) -> anyhow::Result<Option<Leadership>> {
     let mut conn = match follower.take() {
         Some(conn) => conn,
-        None => PgConnection::establish(&config.database_url)?,
+        None => PgConnection::establish(&crate::db::with_connect_timeout(&config.database_url, 10))?,
     };
     let locked = diesel::select(diesel::dsl::sql::<Bool>(&format!(
         "pg_try_advisory_lock({SEALER_LOCK})"

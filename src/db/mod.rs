@@ -39,6 +39,22 @@ pub struct Db {
     acquire_timeout: Duration,
 }
 
+/// `url` with a libpq `connect_timeout` (seconds) unless it has one: a server that
+/// accepts the TCP connection but never answers (an overloaded host, a dead proxy)
+/// would otherwise hold a dedicated connection's thread forever. Works for both
+/// connection-string forms: `postgres://…` URLs and `key=value` strings.
+pub fn with_connect_timeout(url: &str, seconds: u32) -> String {
+    if url.contains("connect_timeout") {
+        return url.to_owned();
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}connect_timeout={seconds}")
+    } else {
+        format!("{url} connect_timeout={seconds}")
+    }
+}
+
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Db").field("state", &self.pool.state()).finish()
@@ -155,4 +171,29 @@ pub fn has_pending_migrations(conn: &mut PgConnection) -> Result<bool, Error> {
 /// Quotes an SQL identifier (for database names in admin statements).
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_connect_timeout;
+
+    #[test]
+    fn a_connect_timeout_is_added_to_either_connection_string_form_once() {
+        assert_eq!(
+            with_connect_timeout("postgres://u@h:5432/db", 5),
+            "postgres://u@h:5432/db?connect_timeout=5"
+        );
+        assert_eq!(
+            with_connect_timeout("postgres://u@h/db?sslmode=disable", 5),
+            "postgres://u@h/db?sslmode=disable&connect_timeout=5"
+        );
+        assert_eq!(
+            with_connect_timeout("host='/tmp/pg dir' port=5432 dbname=x", 5),
+            "host='/tmp/pg dir' port=5432 dbname=x connect_timeout=5"
+        );
+        assert_eq!(
+            with_connect_timeout("postgres://h/db?connect_timeout=2", 5),
+            "postgres://h/db?connect_timeout=2"
+        );
+    }
 }

@@ -89,8 +89,11 @@ impl PgBus {
 }
 
 impl Drop for PgBus {
+    /// Tells the listener to stop without waiting for it: a drop may happen on an
+    /// async thread (a server task cancelled), which must not block on a thread that
+    /// may itself be waiting for the network. [`PgBus::stop`] waits.
     fn drop(&mut self) {
-        self.stop();
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -131,9 +134,10 @@ fn publish(latest: &watch::Sender<i64>, seq: i64) {
 
 /// Reconnects with backoff until told to stop.
 fn listen(url: &str, wake: &Wake, stop: &AtomicBool) {
+    let url = crate::db::with_connect_timeout(url, 5);
     let mut backoff = Duration::from_millis(100);
     while !stop.load(Ordering::Relaxed) {
-        match PgConnection::establish(url) {
+        match PgConnection::establish(&url) {
             Ok(mut conn) => {
                 backoff = Duration::from_millis(100);
                 match serve(&mut conn, wake, stop) {
