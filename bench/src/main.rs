@@ -12,7 +12,9 @@
 
 mod audit;
 mod cold_start;
+mod consult;
 mod db;
+mod realtime;
 mod records;
 mod report;
 mod scheduling;
@@ -62,6 +64,37 @@ enum Scenario {
         #[arg(long, default_value_t = 300)]
         patients: usize,
     },
+    /// The real-time gateway: resident memory per idle WebSocket against idle HTTP
+    /// keep-alive connections; commit-to-client latency for one provider's slot
+    /// changes watched by many sockets against a ping round trip; a burst of reminders
+    /// due in the same minute drained by two instances.
+    Realtime {
+        /// Idle sockets for the memory measurement (the machine's limit is 20,000 open
+        /// files per process).
+        #[arg(long, default_value_t = 19_000)]
+        connections: usize,
+        #[arg(long, default_value_t = 1000)]
+        watchers: usize,
+        #[arg(long, default_value_t = 100_000)]
+        reminders: usize,
+    },
+    /// Consultation signaling: relay latency (send to receipt) and throughput with many
+    /// rooms exchanging offers, answers (about 3 KB each) and candidates at once, against
+    /// a bare tokio-tungstenite relay doing the same work, in the same run.
+    Consult {
+        #[arg(long, default_value_t = 500)]
+        rooms: usize,
+        /// Seconds of signaling per system.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Candidates each side sends per round (after one description each).
+        #[arg(long, default_value_t = 4)]
+        candidates: usize,
+        /// Messages a second each socket sends at most (the room allows 20 after a
+        /// burst of 60).
+        #[arg(long, default_value_t = 16.0)]
+        rate: f64,
+    },
     /// Scheduling: bookings per second with concurrent clients on distinct slots
     /// against pgbench running the same transaction's writes (the floor), in the same
     /// run; slot search over 30 days with 500 bookings against none.
@@ -83,6 +116,17 @@ fn main() -> anyhow::Result<()> {
             clients,
             patients,
         } => records::run(seconds, clients, patients),
+        Scenario::Consult {
+            rooms,
+            seconds,
+            candidates,
+            rate,
+        } => consult::run(rooms, seconds, candidates, rate),
         Scenario::Scheduling { seconds, clients } => scheduling::run(seconds, clients),
+        Scenario::Realtime {
+            connections,
+            watchers,
+            reminders,
+        } => realtime::run(connections, watchers, reminders),
     }
 }

@@ -69,6 +69,12 @@ impl Drop for Server {
 
 impl Server {
     pub async fn start(binary: &Path, db: &ScratchDb) -> anyhow::Result<Server> {
+        Server::start_with(binary, db, &[]).await
+    }
+
+    /// Starts a server with extra settings; on a database that already has the bench
+    /// admin (a second instance), the admin is reused.
+    pub async fn start_with(binary: &Path, db: &ScratchDb, env: &[(&str, &str)]) -> anyhow::Result<Server> {
         let data = tempfile::tempdir()?;
         let mut admin = carewire(binary, db, data.path())
             .args([
@@ -81,15 +87,18 @@ impl Server {
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()?;
         writeln!(
             admin.stdin.take().ok_or_else(|| anyhow::anyhow!("no stdin"))?,
             "{PASSWORD}"
         )?;
-        anyhow::ensure!(admin.wait()?.success(), "creating the admin failed");
+        // Fails on a second instance (the admin exists); the login below says if not.
+        let _ = admin.wait()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let child = carewire(binary, db, data.path())
             .arg("serve")
+            .envs(env.iter().copied())
             .env("CAREWIRE_LISTEN", format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -125,6 +134,11 @@ impl Server {
             admin_token,
             _data: data,
         })
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// POSTs JSON as the admin; the answer's JSON, or an error naming the status.
