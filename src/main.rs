@@ -7,8 +7,11 @@ use clap::Parser;
 use carewire::cli::{self, Cli};
 use carewire::config::Settings;
 
-/// mimalloc instead of glibc's malloc: measured in the consultation relay benchmark,
-/// where glibc spent about a third of the server's CPU in free-list consolidation.
+/// With the `mimalloc` feature, mimalloc instead of glibc's malloc: in the
+/// consultation relay benchmark glibc spent about a third of the server's CPU in
+/// free-list consolidation; mimalloc keeps more memory per idle socket. See the
+/// feature's comment in Cargo.toml.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

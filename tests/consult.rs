@@ -303,7 +303,13 @@ struct Call {
 }
 
 async fn seated_and_admitted(v: &Visit) -> Call {
-    let (patient_ws, joined) = join(&v.app, &v.patient, &v.appointment, None).await;
+    seated_and_admitted_at(v, &v.app, &v.app).await
+}
+
+/// The same, with the patient connected to `patient_at` and the provider to `provider_at`
+/// (two instances of one deployment, or the same one).
+async fn seated_and_admitted_at(v: &Visit, patient_at: &TestApp, provider_at: &TestApp) -> Call {
+    let (patient_ws, joined) = join(patient_at, &v.patient, &v.appointment, None).await;
     assert_eq!(
         (&joined["seat"], &joined["polite"], &joined["phase"]),
         (&json!("patient"), &json!(true), &json!("waiting"))
@@ -317,7 +323,7 @@ async fn seated_and_admitted(v: &Visit) -> Call {
     );
     patient.next_of("waiting").await;
 
-    let (provider_ws, joined) = join(&v.app, &v.clinic.provider, &v.appointment, None).await;
+    let (provider_ws, joined) = join(provider_at, &v.clinic.provider, &v.appointment, None).await;
     assert_eq!(
         (&joined["seat"], &joined["polite"]),
         (&json!("provider"), &json!(false))
@@ -711,29 +717,14 @@ async fn two_instances_hold_one_room_and_a_participant_may_resume_on_either() {
         .await;
 
     // The patient opens the room on the first instance; the provider reaches the
-    // second, which relays to the room's owner.
-    let (patient_ws, _) = join(&v.app, &v.patient, &v.appointment, None).await;
-    let patient_peer = Arc::new(Peer::new(true).await.unwrap());
-    let mut patient = pump(
-        patient_ws,
-        Some(Arc::clone(&patient_peer)),
-        "provider",
-        Arc::new(AtomicU64::new(0)),
-    );
-    patient.next_of("waiting").await;
-    let (provider_ws, joined) = join(&second, &v.clinic.provider, &v.appointment, None).await;
-    assert_eq!(joined["participants"][0]["seat"], "patient", "one room: {joined}");
-    let provider_peer = Arc::new(Peer::new(false).await.unwrap());
-    let mut provider = pump(
-        provider_ws,
-        Some(Arc::clone(&provider_peer)),
-        "patient",
-        Arc::new(AtomicU64::new(0)),
-    );
-    assert_eq!(patient.next_of("peer_joined").await["seat"], "provider");
-    provider.send(json!({ "type": "admit" }));
-    patient.next_of("admitted").await;
-    provider.next_of("admitted").await;
+    // second, which relays to the room's owner (one room: the provider sees the
+    // patient in it).
+    let Call {
+        patient,
+        mut provider,
+        patient_peer,
+        provider_peer,
+    } = seated_and_admitted_at(&v, &v.app, &second).await;
 
     provider_peer.open_channel().await.unwrap();
     provider_peer.wait_connected(WAIT).await.unwrap();
