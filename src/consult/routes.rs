@@ -14,8 +14,6 @@ use http::StatusCode;
 use http::header::HeaderMap;
 use serde_json::json;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use uuid::Uuid;
 use warp::Filter;
@@ -31,7 +29,7 @@ use crate::auth::{self, Caller};
 use crate::error::Error;
 use crate::http::edge::UpgradeSlot;
 use crate::http::query::{self, Query};
-use crate::http::websocket::{self, Handshake, Socket};
+use crate::http::websocket::{self, Handshake, Socket, close};
 use crate::http::{RequestContext, reply, request_context, with_state};
 use crate::scheduling::appointments;
 use crate::state::AppState;
@@ -39,8 +37,6 @@ use crate::state::AppState;
 /// Frames up to the protocol's 128 KiB reach the room (which answers `BAD_MESSAGE` for
 /// more); tungstenite cuts anything past twice that with 1009 before buffering it.
 const MAX_FRAME: usize = 256 * 1024;
-/// How long a close frame may take before the socket is simply dropped.
-const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// GET /v1/consultations/{appointment_id}?ticket=|guest=: the consultation socket.
 #[utoipa::path(get, path = "/v1/consultations/{id}", tag = "consultations", params(("id" = Uuid, Path, description = "The video appointment"), ("ticket" = Option<String>, Query, description = "From POST /v1/ws/ticket; or offer the subprotocols `carewire.consult.v1` and `bearer.<access token>`"), ("guest" = Option<String>, Query, description = "A guest link token minted by the provider (`invite_guest`), instead of an account")), responses((status = 101, description = "Switching to the WebSocket protocol carewire.consult.v1 (see signaling/PROTOCOL.md)"), (status = 400, description = "Not a WebSocket handshake", body = crate::http::openapi::ProblemDoc), (status = 401, description = "No valid ticket, token or guest link", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Origin not allowed", body = crate::http::openapi::ProblemDoc)))]
@@ -217,18 +213,6 @@ async fn deny(
     }
 }
 
-async fn close(socket: Socket, code: u16, reason: &'static str) {
-    close_with(socket, code, reason.to_owned()).await;
-}
-
-async fn close_with(mut socket: Socket, code: u16, reason: String) {
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
-    };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close(Some(frame))).await;
-}
-
 async fn refuse(mut socket: Socket, rejection: Rejection) {
     if let Ok(text) = ServerFrame::error(None, rejection).to_json() {
         let _ = socket.send(Message::text(text)).await;
@@ -294,7 +278,7 @@ async fn enter(
                     }
                 }
                 Some(Outbound::Close { code, reason }) => {
-                    close_with(socket, code, reason).await;
+                    close(socket, code, reason).await;
                     break;
                 }
                 // The room cut this connection off (it could not keep up) or is gone.

@@ -18,8 +18,10 @@ use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderValue};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role as WsRole, WebSocketConfig};
 use warp::reply::Response;
 
 use crate::auth::{self, Caller};
@@ -28,6 +30,9 @@ use crate::http::edge::UpgradeSlot;
 use crate::http::reply;
 use crate::realtime::tickets;
 use crate::state::AppState;
+
+/// How long a close frame may take to go out before the socket is simply dropped.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A server-side socket over a hyper upgrade.
 pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
@@ -200,4 +205,14 @@ where
         }
     });
     Ok(res)
+}
+
+/// Sends a close frame with `code` and `reason` (waiting at most a second for a peer
+/// that stopped reading), then drops the socket.
+pub async fn close(mut socket: Socket, code: u16, reason: impl Into<Utf8Bytes>) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close(Some(frame))).await;
 }

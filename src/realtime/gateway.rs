@@ -13,14 +13,12 @@
 //! closes a socket that went silent, floods, sends oversized frames, cannot keep up
 //! (1013), or whose session ended (4401) or account was disabled (4403).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
 use http::header::HeaderMap;
 use serde_json::json;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -36,7 +34,7 @@ use crate::auth::{self, Caller, Role};
 use crate::error::Error;
 use crate::http::edge::UpgradeSlot;
 use crate::http::query::{self, Query};
-use crate::http::websocket::{self, Handshake, Socket};
+use crate::http::websocket::{self, Handshake, Socket, close};
 use crate::http::{RequestContext, reply, request_context, with_state};
 use crate::state::AppState;
 
@@ -44,8 +42,6 @@ use crate::state::AppState;
 const MAX_TOPICS: usize = 16;
 /// Events read per replay query.
 const REPLAY_BATCH: i64 = 500;
-/// How long a close frame may take to go out before the socket is simply dropped.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// POST /v1/ws/ticket: a single-use ticket for one WebSocket handshake.
 #[utoipa::path(post, path = "/v1/ws/ticket", tag = "realtime", responses((status = 201, description = "A ticket for `GET /v1/ws?ticket=…`, valid for CAREWIRE_WS_TICKET_TTL_SECS and usable once"), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
@@ -203,14 +199,6 @@ const MAX_DROPPED: u32 = 50;
 
 async fn send(socket: &mut Socket, message: &ServerMessage) -> Result<(), tungstenite::Error> {
     socket.send(Message::text(message.to_text())).await
-}
-
-async fn close(mut socket: Socket, code: u16, reason: &'static str) {
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
-    };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close(Some(frame))).await;
 }
 
 /// The life of one connection, from the welcome to the close.
