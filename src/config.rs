@@ -58,6 +58,7 @@ pub const SETTINGS: &[SettingDef] = &[
     plain("CAREWIRE_HSTS_MAX_AGE_SECS"),
     plain("CAREWIRE_TRUST_FORWARDED_FOR"),
     plain("CAREWIRE_SHUTDOWN_GRACE_SECS"),
+    plain("CAREWIRE_WEB_CLIENT"),
     secret("CAREWIRE_JWT_SECRET"),
     plain("CAREWIRE_JWT_ISSUER"),
     plain("CAREWIRE_JWT_AUDIENCE"),
@@ -265,6 +266,8 @@ pub struct HttpSettings {
     pub trust_forwarded_for: bool,
     /// How long in-flight requests may run after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Serve the embedded browser client at `/` (false: API only).
+    pub web_client: bool,
 }
 
 #[derive(Debug)]
@@ -453,6 +456,7 @@ impl Settings {
                 })?,
                 trust_forwarded_for: p.parse("CAREWIRE_TRUST_FORWARDED_FOR", false, parse_bool)?,
                 shutdown_grace: p.secs("CAREWIRE_SHUTDOWN_GRACE_SECS", 30, 0, 3600)?,
+                web_client: p.parse("CAREWIRE_WEB_CLIENT", true, parse_bool)?,
             },
             log: LogSettings {
                 filter: p.parse("CAREWIRE_LOG", "info".to_owned(), |v| {
@@ -898,6 +902,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("CAREWIRE_JWT_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn the_web_client_is_on_unless_switched_off() {
+        assert!(load(&[]).unwrap().http.web_client);
+        assert!(!load(&[("CAREWIRE_WEB_CLIENT", "false")]).unwrap().http.web_client);
     }
 
     #[test]

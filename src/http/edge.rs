@@ -23,7 +23,7 @@ use tracing::Instrument;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-use super::{metrics, reply, routes};
+use super::{metrics, reply, routes, web};
 use crate::config::HttpSettings;
 use crate::error::Error;
 
@@ -93,6 +93,8 @@ pub struct EdgeConfig {
     pub cors_origins: HashSet<String>,
     pub hsts_max_age: Option<u64>,
     pub trust_forwarded_for: bool,
+    /// The browser client is served (`CAREWIRE_WEB_CLIENT`): its paths get its label.
+    pub web_client: bool,
 }
 
 impl EdgeConfig {
@@ -102,6 +104,7 @@ impl EdgeConfig {
             cors_origins: http.cors_origins.iter().cloned().collect(),
             hsts_max_age: http.hsts_max_age,
             trust_forwarded_for: http.trust_forwarded_for,
+            web_client: http.web_client,
         }
     }
 
@@ -145,7 +148,10 @@ impl hyper::service::Service<Request<Incoming>> for Edge {
         let request_id = RequestId::from_headers(req.headers());
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let route = routes::template_for(&method, &path);
+        // Static files of the browser client share one label: never the raw path,
+        // which would make the label set unbounded.
+        let route = routes::template_for(&method, &path)
+            .or_else(|| (self.config.web_client && web::serves(&method, &path)).then_some(web::ROUTE_LABEL));
         let span = tracing::info_span!(
             "request",
             request_id = %request_id,

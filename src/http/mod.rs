@@ -1,5 +1,5 @@
 //! The HTTP edge: assembling the routes, mapping rejections to problems, and serving
-//! connections.
+//! connections (and, in [`web`], the embedded browser client).
 //!
 //! Conventions every route module follows:
 //! - a route is a function returning a filter, documented with its method and path;
@@ -19,6 +19,7 @@ pub mod query;
 pub mod reply;
 pub mod routes;
 pub mod server;
+pub mod web;
 pub mod websocket;
 
 use std::convert::Infallible;
@@ -68,7 +69,13 @@ pub fn routes(state: &AppState, extra: Option<BoxedFilter<(Response,)>>) -> Boxe
         Some(extra) => api.or(extra).unify().boxed(),
         None => api,
     };
-    api.recover(recover).unify().boxed()
+    // The browser client last: it answers only exact hits of its own table, so every
+    // API path (and every API rejection, such as a 405) is decided before it.
+    api.or(web::routes(state))
+        .unify()
+        .recover(recover)
+        .unify()
+        .boxed()
 }
 
 /// The one place a rejection becomes a response.
