@@ -38,7 +38,13 @@ pub struct Cli {
 pub enum Command {
     /// Run the server: apply pending migrations, then serve HTTP on CAREWIRE_LISTEN
     /// (default 127.0.0.1:8080) until SIGINT or SIGTERM.
-    Serve,
+    Serve {
+        /// Seed the demo clinic (same as CAREWIRE_DEMO=true): a provider with a
+        /// published password, always available for a video visit. Development only;
+        /// refused with CAREWIRE_ENVIRONMENT=production.
+        #[arg(long)]
+        demo: bool,
+    },
     /// Apply pending database migrations, then exit.
     Migrate,
     /// Manage accounts without the API (for example, the first admin).
@@ -89,9 +95,14 @@ impl From<CliRole> for Role {
 /// Runs a command to completion; the exit code says how it ended.
 pub async fn run(command: Command, mut settings: Settings) -> anyhow::Result<ExitCode> {
     use crate::audit::cli::{AuditCommand, Verdict};
+    if let Command::Serve { demo: true } = command {
+        settings.demo = true;
+        // Refuse before starting an embedded cluster for nothing.
+        settings.check_demo()?;
+    }
     let cluster = resolve_database(&mut settings).await?;
     let result = match command {
-        Command::Serve => serve(settings).await.map(|()| ExitCode::SUCCESS),
+        Command::Serve { .. } => serve(settings).await.map(|()| ExitCode::SUCCESS),
         Command::Migrate => migrate(settings).await.map(|()| ExitCode::SUCCESS),
         Command::User(UserCommand::Create { email, role, name }) => {
             create_user(settings, &email, role.into(), name.as_deref())

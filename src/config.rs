@@ -59,6 +59,7 @@ pub const SETTINGS: &[SettingDef] = &[
     plain("CAREWIRE_TRUST_FORWARDED_FOR"),
     plain("CAREWIRE_SHUTDOWN_GRACE_SECS"),
     plain("CAREWIRE_WEB_CLIENT"),
+    plain("CAREWIRE_DEMO"),
     secret("CAREWIRE_JWT_SECRET"),
     plain("CAREWIRE_JWT_ISSUER"),
     plain("CAREWIRE_JWT_AUDIENCE"),
@@ -125,6 +126,11 @@ pub enum ConfigError {
         setting: &'static str,
         hint: &'static str,
     },
+    #[error("{setting} is refused when CAREWIRE_ENVIRONMENT=production: {reason}")]
+    RefusedInProduction {
+        setting: &'static str,
+        reason: &'static str,
+    },
     #[error("cannot read the configuration file {path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("unknown setting `{key}` in the configuration file {path}")]
@@ -184,6 +190,9 @@ pub struct Settings {
     pub reminders: ReminderSettings,
     pub webhook: Option<WebhookSettings>,
     pub consult: ConsultSettings,
+    /// Seed the demo clinic at start-up (`CAREWIRE_DEMO`, or `serve --demo`): a
+    /// provider with a published password, for trying the client. Never in production.
+    pub demo: bool,
 }
 
 /// Video consultations: when rooms open, how long seats are held, the ICE servers.
@@ -620,13 +629,28 @@ impl Settings {
                 checkpoint_interval: p.secs("CAREWIRE_AUDIT_CHECKPOINT_INTERVAL_SECS", 60, 1, 86_400)?,
                 seal_interval: p.millis("CAREWIRE_AUDIT_SEAL_INTERVAL_MS", 100, 10, 60_000)?,
             },
+            demo: p.parse("CAREWIRE_DEMO", false, parse_bool)?,
         };
         settings.check_production()?;
         Ok(settings)
     }
 
+    /// The demo clinic publishes a password: it has no place in production. Checked
+    /// when settings are read and again at start-up (`serve --demo` turns it on after).
+    pub fn check_demo(&self) -> Result<(), ConfigError> {
+        if self.demo && self.environment == Environment::Production {
+            return Err(ConfigError::RefusedInProduction {
+                setting: "CAREWIRE_DEMO",
+                reason: "the demo clinic creates an account whose password is published; \
+                         use it only in development",
+            });
+        }
+        Ok(())
+    }
+
     /// In production nothing secret is generated: it must be configured.
     fn check_production(&self) -> Result<(), ConfigError> {
+        self.check_demo()?;
         if self.environment != Environment::Production {
             return Ok(());
         }
@@ -905,9 +929,30 @@ mod tests {
     }
 
     #[test]
-    fn the_web_client_is_on_unless_switched_off() {
-        assert!(load(&[]).unwrap().http.web_client);
-        assert!(!load(&[("CAREWIRE_WEB_CLIENT", "false")]).unwrap().http.web_client);
+    fn the_web_client_is_on_and_the_demo_off_unless_asked() {
+        let s = load(&[]).unwrap();
+        assert!(s.http.web_client);
+        assert!(!s.demo);
+        let s = load(&[("CAREWIRE_WEB_CLIENT", "false"), ("CAREWIRE_DEMO", "true")]).unwrap();
+        assert!(!s.http.web_client);
+        assert!(s.demo);
+    }
+
+    #[test]
+    fn the_demo_clinic_is_refused_in_production() {
+        let err = load(&[
+            ("CAREWIRE_ENVIRONMENT", "production"),
+            ("CAREWIRE_DEMO", "true"),
+            ("CAREWIRE_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("CAREWIRE_KEK", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+            (
+                "CAREWIRE_AUDIT_SIGNING_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("CAREWIRE_DEMO"), "{err}");
     }
 
     #[test]

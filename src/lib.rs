@@ -33,6 +33,8 @@
 //!   that run the `carewire-signaling` state machine, and their effects.
 //! - [`notifications`], [`reminders`]: what users are told, through which channels,
 //!   and the reminders that are never lost.
+//! - [`demo`]: the demo clinic seeded by `CAREWIRE_DEMO` / `serve --demo` (development
+//!   only): an always-available provider with a published password.
 //! - [`clock`]: the time timed work reads (movable in tests).
 //! - [`startup`]: [`startup::Application`], which builds the whole server on a bound
 //!   listener, so tests and `main` start it the same way.
@@ -47,6 +49,7 @@ pub mod config;
 pub mod consult;
 pub mod crypto;
 pub mod db;
+pub mod demo;
 pub mod error;
 pub mod http;
 pub mod notifications;

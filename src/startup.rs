@@ -70,9 +70,12 @@ impl std::fmt::Debug for Application {
 
 impl Application {
     /// Connects to the database (waiting up to 30 s for it), applies migrations,
-    /// loads keys and binds the listener. `settings.database.url` must be set: `serve`
-    /// resolves the embedded cluster before calling this.
+    /// loads keys, seeds the demo clinic when asked, and binds the listener.
+    /// `settings.database.url` must be set: `serve` resolves the embedded cluster
+    /// before calling this.
     pub async fn build(settings: Settings, options: BuildOptions) -> anyhow::Result<Application> {
+        // Again here, not only when settings are read: `serve --demo` turns it on later.
+        settings.check_demo()?;
         let settings = Arc::new(settings);
         let url = settings
             .database
@@ -111,6 +114,9 @@ impl Application {
             })
             .await??
         };
+        if settings.demo {
+            crate::demo::seed_at_startup(&db, &crypto).await?;
+        }
 
         let auth = AuthService {
             keys: TokenKeys::from_settings(&settings)?,

@@ -1,13 +1,19 @@
-//! The browser client against a real server: the client's files served from the
-//! binary at `/` (content types, policies, revalidation, no traversal, the API's 404s
-//! untouched, switched off by `CAREWIRE_WEB_CLIENT=false`).
+//! The browser client and the demo clinic against a real server: the client's files
+//! served from the binary at `/` (content types, policies, revalidation, no traversal,
+//! the API's 404s untouched, switched off by `CAREWIRE_WEB_CLIENT=false`), and the
+//! demo clinic a new patient can book a video visit with right away.
 
 #![allow(clippy::unwrap_used, reason = "tests unwrap: a panic is a failed assertion")]
 
 mod support;
 
+use std::collections::BTreeMap;
+
+use carewire::demo;
 use carewire::http::web::{self, ASSETS};
+use chrono::{DateTime, Duration, Utc};
 use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
 use support::{TestApp, problem, problem_type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -296,4 +302,254 @@ async fn with_the_web_client_off_nothing_is_served_but_the_api() {
     }
     assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
     assert_eq!(app.get("/v1/providers").await.status(), StatusCode::OK);
+}
+
+// --- The demo clinic ---------------------------------------------------------------
+
+fn demo_app() -> support::TestAppBuilder {
+    TestApp::builder().setting("CAREWIRE_DEMO", "true")
+}
+
+/// The demo provider as `GET /v1/providers` lists them (every match).
+async fn demo_providers(app: &TestApp) -> Vec<Value> {
+    let res = app.get("/v1/providers").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["display_name"] == demo::PROVIDER_NAME)
+        .cloned()
+        .collect()
+}
+
+async fn video_types(app: &TestApp, provider: &str) -> Vec<Value> {
+    let res = app
+        .get(&format!("/v1/providers/{provider}/appointment-types"))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["name"] == demo::VISIT_TYPE_NAME)
+        .cloned()
+        .collect()
+}
+
+/// What the system (not a user) wrote to the audit log, as (action, resource type,
+/// resource id).
+async fn system_audit(app: &TestApp) -> Vec<(String, String, String)> {
+    let admin = app.admin().await;
+    let res = app
+        .get_as("/v1/admin/audit?limit=500", &admin.tokens.access)
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    let mut events: Vec<(String, String, String)> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"]["kind"] == "system")
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["resource"]["type"].as_str().unwrap().to_owned(),
+                e["resource"]["id"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    events.sort();
+    events
+}
+
+#[tokio::test]
+async fn a_new_patient_can_book_a_demo_video_visit_starting_within_fifteen_minutes() {
+    let app = demo_app().spawn().await;
+
+    let providers = demo_providers(&app).await;
+    assert_eq!(providers.len(), 1, "{providers:?}");
+    let provider = &providers[0];
+    let provider_id = provider["id"].as_str().unwrap().to_owned();
+    assert_eq!(provider["time_zone"], demo::TIME_ZONE);
+    assert!(provider["specialty"].is_string());
+
+    // The demo provider signs in with the published constants.
+    let res = app.login(demo::PROVIDER_EMAIL, demo::PROVIDER_PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let tokens: Value = res.json().await.unwrap();
+    assert_eq!(tokens["role"], "provider");
+    let me: Value = app
+        .get_as("/v1/me", tokens["access_token"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], demo::PROVIDER_EMAIL);
+
+    let types = video_types(&app, &provider_id).await;
+    assert_eq!(types.len(), 1, "{types:?}");
+    let visit = &types[0];
+    assert_eq!(visit["modality"], "video");
+    assert_eq!(visit["duration_minutes"], 15);
+    assert_eq!(visit["buffer_before_minutes"], 0);
+    assert_eq!(visit["buffer_after_minutes"], 0);
+    assert_eq!(visit["min_notice_minutes"], 0);
+    assert_eq!(visit["cancellation_cutoff_minutes"], 0);
+    assert_eq!(visit["booking_horizon_days"], 14);
+    let type_id = visit["id"].as_str().unwrap().to_owned();
+
+    let before = Utc::now();
+    let res = app
+        .get(&format!("/v1/providers/{provider_id}/slots?type={type_id}"))
+        .await;
+    let after = Utc::now();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    let slots = body["slots"].as_array().unwrap();
+    let starts: Vec<DateTime<Utc>> = slots
+        .iter()
+        .map(|s| s["starts_at"].as_str().unwrap().parse().unwrap())
+        .collect();
+    let first = starts[0];
+    assert!(
+        first >= before - Duration::seconds(1) && first <= after + Duration::minutes(15),
+        "the first slot starts at {first}, asked at {before}"
+    );
+    // Around the clock: a slot every quarter hour for the whole week asked for.
+    assert_eq!(starts.len(), 7 * 24 * 4, "{} slots", starts.len());
+
+    // A brand-new patient creates their record and books it.
+    let (patient, _record) = support::booking::patient(&app).await;
+    let slot = starts
+        .iter()
+        .find(|s| **s - Utc::now() > Duration::seconds(10))
+        .unwrap();
+    let booked = support::booking::book_ok(
+        &app,
+        &patient.tokens.access,
+        json!({ "provider_id": provider_id, "type_id": type_id, "starts_at": slot.to_rfc3339() }),
+    )
+    .await;
+    assert_eq!(booked["status"], "booked");
+    // Its consultation room is open (it opens 15 minutes before the start) when the
+    // first slot is the one booked: ask for the ICE servers, which needs the window.
+    if *slot == first {
+        let res = app
+            .get_as(
+                &format!("/v1/consultations/{}/ice-servers", booked["id"].as_str().unwrap()),
+                &patient.tokens.access,
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    // Every seeded change is in the audit log, by the system.
+    let audit = system_audit(&app).await;
+    for (action, resource, id) in [
+        ("create", "account", &provider_id),
+        ("create", "provider", &provider_id),
+        ("update", "availability", &provider_id),
+        ("create", "appointment_type", &type_id),
+    ] {
+        assert!(
+            audit.contains(&(action.to_owned(), resource.to_owned(), id.clone())),
+            "{action} {resource} missing from {audit:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_second_start_on_the_same_database_seeds_nothing_twice() {
+    let first = demo_app().spawn().await;
+    let provider_id = demo_providers(&first).await[0]["id"].as_str().unwrap().to_owned();
+    let audit_before = system_audit(&first).await;
+
+    let second = demo_app().database(first.db.shared()).spawn().await;
+    for app in [&first, &second] {
+        let providers = demo_providers(app).await;
+        assert_eq!(providers.len(), 1, "{providers:?}");
+        assert_eq!(providers[0]["id"], provider_id.as_str());
+        assert_eq!(providers[0]["version"], 1, "the profile was not rewritten");
+        let types = video_types(app, &provider_id).await;
+        assert_eq!(types.len(), 1, "{types:?}");
+        assert_eq!(types[0]["version"], 1, "the type was not rewritten");
+    }
+    assert_eq!(
+        system_audit(&second).await,
+        audit_before,
+        "the second start changed nothing"
+    );
+    // Seeding again by hand finds everything in place.
+    let state = second.state.clone();
+    let seeded = tokio::task::spawn_blocking(move || demo::seed(&state.db, &state.crypto))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(seeded.created.is_empty(), "{:?}", seeded.created);
+    assert_eq!(seeded.provider_id.to_string(), provider_id);
+    let res = second.login(demo::PROVIDER_EMAIL, demo::PROVIDER_PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_demo_clinic_is_refused_in_production() {
+    let db = support::TestDatabase::create();
+    let data_dir = tempfile::tempdir().unwrap();
+    let vars: BTreeMap<&str, String> = BTreeMap::from([
+        ("DATABASE_URL", db.url.clone()),
+        ("CAREWIRE_LISTEN", "127.0.0.1:0".to_owned()),
+        ("CAREWIRE_DATA_DIR", data_dir.path().display().to_string()),
+        ("CAREWIRE_ENVIRONMENT", "production".to_owned()),
+        ("CAREWIRE_JWT_SECRET", support::JWT_SECRET.to_owned()),
+        ("CAREWIRE_KEK", support::KEK.to_owned()),
+        (
+            "CAREWIRE_AUDIT_SIGNING_KEY",
+            support::AUDIT_SIGNING_KEY.to_owned(),
+        ),
+    ]);
+    let load = |demo: bool| {
+        carewire::config::Settings::load(
+            |name| match name {
+                "CAREWIRE_DEMO" if demo => Some("true".to_owned()),
+                _ => vars.get(name).cloned(),
+            },
+            None,
+        )
+    };
+
+    // CAREWIRE_DEMO=true: refused when the settings are read.
+    let err = load(true).unwrap_err().to_string();
+    assert!(
+        err.contains("CAREWIRE_DEMO") && err.contains("production"),
+        "{err}"
+    );
+
+    // `serve --demo` turns it on after: refused when the server builds.
+    let mut settings = load(false).unwrap();
+    settings.demo = true;
+    let err = carewire::startup::Application::build(settings, Default::default())
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("CAREWIRE_DEMO") && err.contains("production"),
+        "{err}"
+    );
+
+    // And nothing was seeded.
+    let mut conn = db.connect();
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let accounts: N = diesel::sql_query("SELECT count(*) AS n FROM accounts")
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(accounts.n, 0);
 }
