@@ -254,6 +254,104 @@ async fn only_admins_create_accounts_and_they_can_create_providers() {
     assert_eq!(problem(res).await["errors"][0]["field"], "role");
 }
 
+async fn me(app: &TestApp, token: &str) -> Value {
+    let res = app.get_as("/v1/me", token).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn me_names_the_patients_own_record_once_they_have_created_it() {
+    let app = TestApp::spawn().await;
+    let patient = app.patient().await;
+    let before = me(&app, &patient.tokens.access).await;
+    assert_eq!(before["id"], patient.id.as_str());
+    // No record yet: the client knows the patient must create one before booking.
+    assert!(before.get("patient_id").is_none(), "{before}");
+    assert!(before.get("provider_id").is_none(), "{before}");
+
+    let res = app
+        .post_as(
+            "/v1/patients",
+            &patient.tokens.access,
+            &support::booking::patient_body("me"),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let record: Value = res.json().await.unwrap();
+    let after = me(&app, &patient.tokens.access).await;
+    assert_eq!(after["patient_id"], record["id"]);
+    assert_ne!(
+        after["patient_id"], after["id"],
+        "the record's id, not the account's"
+    );
+    // ...and it is the id that reads their record.
+    let res = app
+        .get_as(
+            &format!("/v1/patients/{}", after["patient_id"].as_str().unwrap()),
+            &patient.tokens.access,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // A record a provider creates for someone else is not the provider's own.
+    let provider = app.user_with_role(carewire::auth::Role::Provider).await;
+    let res = app
+        .post_as(
+            "/v1/patients",
+            &provider.tokens.access,
+            &support::booking::patient_body("other"),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert!(
+        me(&app, &provider.tokens.access)
+            .await
+            .get("patient_id")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn me_names_a_providers_public_profile_once_it_exists() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let provider = app.user_with_role(carewire::auth::Role::Provider).await;
+    let before = me(&app, &provider.tokens.access).await;
+    assert_eq!(before["role"], "provider");
+    assert!(before.get("provider_id").is_none(), "no profile yet: {before}");
+
+    let res = app
+        .post_as(
+            "/v1/providers",
+            &admin.tokens.access,
+            &json!({ "account_id": provider.id, "display_name": "Dr Who", "time_zone": "UTC" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let after = me(&app, &provider.tokens.access).await;
+    let provider_id = after["provider_id"].as_str().unwrap();
+    assert!(after.get("patient_id").is_none(), "{after}");
+    // It is the id the provider directory and calendar use.
+    let res = app.get(&format!("/v1/providers/{provider_id}")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap()["display_name"], "Dr Who");
+
+    // Admins have neither.
+    let admin_me = me(&app, &admin.tokens.access).await;
+    assert!(admin_me.get("patient_id").is_none() && admin_me.get("provider_id").is_none());
+
+    // The OpenAPI document describes both.
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let schema = spec["components"]["schemas"]["MeView"].to_string();
+    assert!(
+        schema.contains("patient_id") && schema.contains("provider_id"),
+        "{schema}"
+    );
+    let me_ref = spec["paths"]["/v1/me"]["get"]["responses"]["200"].to_string();
+    assert!(me_ref.contains("MeView"), "{me_ref}");
+}
+
 #[tokio::test]
 async fn disabling_an_account_stops_its_tokens_at_once_and_its_logins() {
     let app = TestApp::builder()

@@ -388,6 +388,7 @@ async fn a_new_patient_can_book_a_demo_video_visit_starting_within_fifteen_minut
         .await
         .unwrap();
     assert_eq!(me["email"], demo::PROVIDER_EMAIL);
+    assert_eq!(me["provider_id"], provider_id.as_str());
 
     let types = video_types(&app, &provider_id).await;
     assert_eq!(types.len(), 1, "{types:?}");

@@ -4,7 +4,7 @@ use diesel::Connection;
 use http::StatusCode;
 use http::header::{HeaderValue, LOCATION};
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -30,8 +30,23 @@ pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// The signed-in account, with the ids a client needs next.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MeView {
+    #[serde(flatten)]
+    pub account: super::AccountView,
+    /// A patient's own patient record; absent until they create it
+    /// (`POST /v1/patients`), which booking needs first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patient_id: Option<Uuid>,
+    /// A provider's public profile (`/v1/providers/{id}`, the id of their account);
+    /// absent until an admin creates it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<Uuid>,
+}
+
 /// GET /v1/me: the signed-in account (its email is personal data: the read is audited).
-#[utoipa::path(get, path = "/v1/me", tag = "accounts", responses((status = 200, description = "The signed-in account", body = super::AccountView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/me", tag = "accounts", responses((status = 200, description = "The signed-in account", body = MeView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
 pub(crate) fn me(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "me")
         .and(warp::get())
@@ -54,7 +69,23 @@ pub(crate) fn me(state: &AppState) -> BoxedFilter<(Response,)> {
                                 )
                                 .resource(account.id);
                                 audit::record(conn, &event)?;
-                                super::view(&state.crypto, &account)
+                                // Only a patient has a record of their own, and only a
+                                // provider a profile: one query at most.
+                                let (patient_id, provider_id) = match account.role()? {
+                                    Role::Patient => {
+                                        (crate::records::patients::id_for_account(conn, account.id)?, None)
+                                    }
+                                    Role::Provider => (
+                                        None,
+                                        crate::scheduling::providers::get(conn, account.id)?.map(|p| p.id),
+                                    ),
+                                    Role::Admin => (None, None),
+                                };
+                                Ok::<_, Error>(MeView {
+                                    account: super::view(&state.crypto, &account)?,
+                                    patient_id,
+                                    provider_id,
+                                })
                             })
                         })
                         .await
