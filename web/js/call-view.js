@@ -1,0 +1,204 @@
+// The consultation screen: camera and microphone, the waiting room, the call with its
+// controls (mute, camera, admit, end or leave) and a call-quality indicator from
+// getStats. The signaling and peer connections are the Consultation's (consult.js).
+
+import { Consultation } from "./consult.js";
+import { announce, busy, h, replace, showError } from "./dom.js";
+
+const SEAT_NAMES = { patient: "Patient", provider: "Provider", guest: "Guest" };
+const PHASE_TEXT = {
+  connecting: "Connecting to the consultation room…",
+  reconnecting: "Connection lost. Reconnecting… (the call continues meanwhile)",
+  closed: "The consultation has ended.",
+};
+const CLOSE_TEXT = {
+  ended: "The provider ended the consultation.",
+  empty: "The room closed because nobody was in it.",
+  left: "You left the consultation.",
+  replaced: "You joined this consultation from another window, so this one was disconnected.",
+  signed_out: "Your session ended. Please sign in again.",
+  UNAUTHORIZED: "This consultation is not yours to join.",
+  NOT_IN_WINDOW: "The consultation room is not open now. It opens 15 minutes before the appointment.",
+  STATE_MISMATCH: "This appointment cannot be joined as a video consultation (it may be cancelled or already completed).",
+  ROOM_FULL: "The consultation room is full.",
+  closed: "The consultation connection closed.",
+};
+const QUALITY_TEXT = { good: "Good", fair: "Fair", poor: "Poor", connecting: "Connecting" };
+
+/** Opens the camera and microphone, falling back to audio only, then to nothing. */
+async function openMedia() {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    // Browsers offer cameras only to secure pages: https, or http on localhost.
+    showError(new Error("This page cannot use your camera: open Carewire over https (or on localhost)."));
+    return new MediaStream();
+  }
+  try {
+    return await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
+  } catch (videoError) {
+    try {
+      const audioOnly = await navigator.mediaDevices.getUserMedia({ audio: true });
+      showError(videoError);
+      return audioOnly;
+    } catch {
+      showError(videoError);
+      return new MediaStream();
+    }
+  }
+}
+
+/**
+ * Renders the consultation for `appointment` into `main`.
+ * `options.role` is "patient" or "provider"; `options.admitOnArrival` lets a provider
+ * who clicked "Admit" admit as soon as the patient is in the room; `onDone(reason)`
+ * runs when the consultation is over for this browser.
+ */
+export async function renderCall(main, appointment, { role, peerName, admitOnArrival = false, onDone }) {
+  const phaseText = h("p", { class: "call-phase", id: "call-phase", role: "status", dataset: { phase: "connecting" } }, PHASE_TEXT.connecting);
+  const localVideo = h("video", { autoplay: true, playsInline: true, muted: true, class: "local-video", "aria-label": "Your camera" });
+  const remoteVideos = h("div", { class: "remote-videos" });
+  const quality = h("p", { class: "quality", id: "call-quality", dataset: { level: "connecting" } }, "Call quality: waiting for the call");
+  const participants = h("ul", { class: "participants", "aria-label": "In the room" });
+  const muteButton = h("button", { type: "button", "aria-pressed": "false", id: "toggle-mic" }, "Mute microphone");
+  const cameraButton = h("button", { type: "button", "aria-pressed": "false", id: "toggle-camera" }, "Turn camera off");
+  const admitButton = h("button", { type: "button", class: "primary", id: "admit", hidden: true }, "Admit patient");
+  const endButton = h("button", { type: "button", class: "danger", id: "end-call" }, role === "provider" ? "End consultation" : "Leave call");
+
+  replace(
+    main,
+    h(
+      "section",
+      { class: "call", "aria-labelledby": "call-title" },
+      h("h1", { id: "call-title" }, role === "provider" ? `Consultation with ${peerName ?? "your patient"}` : `Consultation with ${peerName ?? "your provider"}`),
+      phaseText,
+      h("div", { class: "videos" }, remoteVideos, h("figure", { class: "local" }, localVideo, h("figcaption", {}, "You"))),
+      quality,
+      h("div", { class: "controls", role: "group", "aria-label": "Call controls" }, muteButton, cameraButton, admitButton, endButton),
+      h("h2", { class: "visually-hidden" }, "In the room"),
+      participants,
+    ),
+  );
+
+  const stream = await openMedia();
+  localVideo.srcObject = stream;
+  const consultation = new Consultation(appointment.id, stream);
+  // A handle for the browser's developer tools and the end-to-end tests.
+  window.carewire = { ...(window.carewire ?? {}), consultation };
+
+  let qualityTimer = null;
+  const finish = (reason) => {
+    clearInterval(qualityTimer);
+    for (const track of stream.getTracks()) track.stop();
+    window.removeEventListener("hashchange", onLeavePage);
+    onDone?.(reason);
+  };
+  const onLeavePage = () => {
+    if (!consultation.finished) consultation.leave();
+  };
+  window.addEventListener("hashchange", onLeavePage);
+
+  const toggle = (button, kind, onText, offText) => {
+    const tracks = stream.getTracks().filter((t) => t.kind === kind);
+    button.disabled = tracks.length === 0;
+    button.addEventListener("click", () => {
+      const enabled = !tracks[0]?.enabled;
+      for (const t of tracks) t.enabled = enabled;
+      button.setAttribute("aria-pressed", String(!enabled));
+      button.textContent = enabled ? onText : offText;
+      announce(enabled ? `${kind === "audio" ? "Microphone" : "Camera"} on` : `${kind === "audio" ? "Microphone muted" : "Camera off"}`);
+    });
+  };
+  toggle(muteButton, "audio", "Mute microphone", "Unmute microphone");
+  toggle(cameraButton, "video", "Turn camera off", "Turn camera on");
+
+  admitButton.addEventListener("click", () => {
+    admitButton.disabled = true;
+    consultation.admit();
+  });
+  endButton.addEventListener("click", () =>
+    busy(endButton, async () => {
+      if (role === "provider") consultation.end();
+      else consultation.leave();
+    }),
+  );
+
+  const othersWaiting = () => [...consultation.participants.keys()].some((seat) => seat !== consultation.seat);
+  const updateAdmit = () => {
+    const show = role === "provider" && consultation.phase === "waiting" && othersWaiting();
+    admitButton.hidden = !show;
+    admitButton.disabled = !show;
+    if (show && admitOnArrival) {
+      admitOnArrival = false;
+      consultation.admit();
+    }
+  };
+
+  consultation.addEventListener("phase", ({ detail: phase }) => {
+    phaseText.dataset.phase = phase;
+    let text = PHASE_TEXT[phase];
+    if (phase === "waiting") {
+      text = role === "provider"
+        ? othersWaiting() ? "Your patient is in the waiting room." : "Waiting for your patient to join…"
+        : "You are in the waiting room. Your provider will admit you shortly.";
+    } else if (phase === "in_call") {
+      text = "In call.";
+    }
+    phaseText.textContent = text;
+    announce(text);
+    updateAdmit();
+  });
+  consultation.addEventListener("participants", ({ detail }) => {
+    replace(
+      participants,
+      [...detail].map(([seat, p]) =>
+        h("li", { dataset: { seat, state: p.state } }, `${SEAT_NAMES[seat] ?? seat}${p.state === "reconnecting" ? " (reconnecting…)" : ""}`),
+      ),
+    );
+    if (consultation.phase === "waiting") consultation.dispatchEvent(new CustomEvent("phase", { detail: "waiting" }));
+    updateAdmit();
+  });
+  consultation.addEventListener("track", ({ detail: { seat, stream: remote } }) => {
+    let video = remoteVideos.querySelector(`video[data-seat="${seat}"]`);
+    if (!video) {
+      video = h("video", { autoplay: true, playsInline: true, dataset: { seat }, "aria-label": `${SEAT_NAMES[seat]}'s video` });
+      remoteVideos.append(h("figure", { class: "remote", dataset: { seat } }, video, h("figcaption", {}, seat === "provider" || seat === "patient" ? peerName ?? SEAT_NAMES[seat] : SEAT_NAMES[seat])));
+    }
+    if (video.srcObject !== remote) video.srcObject = remote;
+  });
+  consultation.addEventListener("peer-state", ({ detail: { seat, state } }) => {
+    if (state === "closed") remoteVideos.querySelector(`figure[data-seat="${seat}"]`)?.remove();
+    if (state === "connected") announce("Connected.");
+  });
+  consultation.addEventListener("problem", ({ detail }) => {
+    if (detail.code === "RATE_LIMITED") return;
+    showError(new Error(CLOSE_TEXT[detail.code] ?? detail.message ?? detail.code));
+  });
+  consultation.addEventListener("closed", ({ detail: { reason } }) => {
+    const text = CLOSE_TEXT[reason] ?? PHASE_TEXT.closed;
+    phaseText.textContent = text;
+    phaseText.dataset.phase = "closed";
+    phaseText.dataset.reason = reason;
+    announce(text);
+    for (const b of [muteButton, cameraButton, admitButton, endButton]) b.disabled = true;
+    finish(reason);
+  });
+
+  qualityTimer = setInterval(async () => {
+    const seat = [...consultation.peers.keys()][0];
+    if (!seat) return;
+    try {
+      const q = await consultation.quality(seat);
+      if (!q) return;
+      quality.dataset.level = q.level;
+      const parts = [`Call quality: ${QUALITY_TEXT[q.level]}`];
+      if (q.rttMs !== null) parts.push(`${Math.round(q.rttMs)} ms delay`);
+      parts.push(`${q.lossPct.toFixed(1)}% loss`);
+      if (q.kbps !== null) parts.push(`${Math.round(q.kbps)} kbit/s`);
+      quality.textContent = parts.join(" · ");
+    } catch (error) {
+      showError(error);
+    }
+  }, 2000);
+
+  consultation.start();
+  return consultation;
+}

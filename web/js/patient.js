@@ -1,0 +1,351 @@
+// The patient's screens: their details (a patient record is needed before booking),
+// their appointments with check-in, reschedule, cancel and join, reminders as they
+// arrive, and booking: find a provider, see free slots in the browser's time zone,
+// book. Everything shown is refreshed live from the real-time connection.
+
+import { get, post, request } from "./api.js";
+import {
+  browserZone, busy, dayKey, field, formatDateTime, formatDay, formatTime, h, newKey, replace, statusBadge, announce,
+} from "./dom.js";
+
+/** Appointments a patient can still act on. */
+const ACTIVE = new Set(["pending", "proposed", "booked", "arrived"]);
+/** The consultation room's window, as the server's defaults have it. */
+const ROOM_OPENS_BEFORE_MS = 15 * 60_000;
+const ROOM_CLOSES_AFTER_MS = 30 * 60_000;
+
+export function roomOpen(appointment, now = Date.now()) {
+  return (
+    appointment.modality === "video" &&
+    (appointment.status === "booked" || appointment.status === "arrived") &&
+    now >= Date.parse(appointment.starts_at) - ROOM_OPENS_BEFORE_MS &&
+    now <= Date.parse(appointment.ends_at) + ROOM_CLOSES_AFTER_MS
+  );
+}
+
+/**
+ * Renders the patient's home into `main`. `ctx` holds `me` (GET /v1/me), the shared
+ * `realtime` connection and `navigate(hash)`.
+ */
+export async function renderPatientHome(main, ctx) {
+  if (!ctx.me.patient_id) return renderDetailsForm(main, ctx);
+
+  const providers = new Map((await get("/v1/providers")).items.map((p) => [p.id, p]));
+  const reminders = h("ul", { class: "reminders", id: "reminders" });
+  const appointmentsList = h("div", { id: "appointments", "aria-live": "polite" });
+  const booking = h("section", { class: "card", "aria-labelledby": "book-title", id: "booking" });
+  const state = { notifications: new Map(), rescheduling: null, watchedProvider: null };
+
+  replace(
+    main,
+    h("h1", {}, "Your care"),
+    h("section", { class: "card", "aria-labelledby": "reminders-title" }, h("h2", { id: "reminders-title" }, "Reminders"), reminders),
+    h("section", { class: "card", "aria-labelledby": "appointments-title" }, h("h2", { id: "appointments-title" }, "Your appointments"), appointmentsList),
+    booking,
+  );
+
+  const renderReminders = () => {
+    const unread = [...state.notifications.values()].filter((n) => !n.read_at);
+    if (unread.length === 0) return replace(reminders, h("li", { class: "empty" }, "No reminders."));
+    replace(
+      reminders,
+      unread.map((n) =>
+        h(
+          "li",
+          { class: "reminder", dataset: { id: n.id } },
+          reminderText(n, providers),
+          " ",
+          h("button", {
+            type: "button",
+            class: "link",
+            onclick: () => {
+              ctx.realtime.markRead(n.id);
+              n.read_at = new Date().toISOString();
+              renderReminders();
+            },
+          }, "Dismiss"),
+        ),
+      ),
+    );
+  };
+
+  const loadAppointments = async () => {
+    const since = new Date(Date.now() - 24 * 3600_000).toISOString();
+    const { items } = await get(`/v1/appointments?from=${encodeURIComponent(since)}&limit=100`);
+    const active = items.filter((a) => ACTIVE.has(a.status));
+    const past = items.filter((a) => !ACTIVE.has(a.status));
+    if (items.length === 0) {
+      replace(appointmentsList, h("p", { class: "empty" }, "You have no appointments yet. Book one below."));
+      return;
+    }
+    replace(
+      appointmentsList,
+      h("ul", { class: "appointments" }, active.map((a) => appointmentItem(a))),
+      past.length ? h("details", {}, h("summary", {}, `Earlier and cancelled (${past.length})`), h("ul", { class: "appointments" }, past.map((a) => appointmentItem(a)))) : null,
+    );
+  };
+
+  const appointmentItem = (a) => {
+    const provider = providers.get(a.provider_id);
+    const actions = h("div", { class: "actions" });
+    const item = h(
+      "li",
+      { class: "appointment", dataset: { id: a.id, status: a.status } },
+      h("p", { class: "when" }, formatDateTime(a.starts_at)),
+      h("p", {}, provider?.display_name ?? "Provider", " · ", a.modality === "video" ? "Video" : "In person", " ", statusBadge(a.status)),
+      a.reason ? h("p", { class: "reason" }, "Reason: ", a.reason) : null,
+      actions,
+    );
+    const etag = `"${a.version}"`;
+    if (roomOpen(a)) {
+      actions.append(h("button", { type: "button", class: "primary", onclick: () => ctx.navigate(`#/consult/${a.id}`) }, "Join video consultation"));
+    }
+    if (a.status === "booked") {
+      actions.append(
+        h("button", {
+          type: "button",
+          onclick: (e) => busy(e.currentTarget, async () => {
+            await request("POST", `/v1/appointments/${a.id}/check-in`, { etag, key: newKey() });
+            announce("Checked in.");
+            await loadAppointments();
+          }),
+        }, "Check in"),
+      );
+    }
+    if (a.status === "pending" || a.status === "proposed") {
+      actions.append(
+        h("button", {
+          type: "button",
+          class: "primary",
+          onclick: (e) => busy(e.currentTarget, async () => {
+            await request("POST", `/v1/appointments/${a.id}/confirm`, { etag, key: newKey() });
+            await loadAppointments();
+          }),
+        }, "Confirm"),
+      );
+    }
+    if (a.status === "booked" || a.status === "pending") {
+      actions.append(
+        h("button", {
+          type: "button",
+          onclick: () => {
+            state.rescheduling = a;
+            renderBooking(a.provider_id, a.type_id);
+            booking.scrollIntoView({ behavior: "smooth" });
+          },
+        }, "Reschedule"),
+      );
+      actions.append(h("button", { type: "button", class: "danger", onclick: () => showCancel(a, item) }, "Cancel"));
+    }
+    return item;
+  };
+
+  const showCancel = (a, item) => {
+    if (item.querySelector("form")) return;
+    const reason = h("textarea", { rows: 2, maxLength: 500, required: true });
+    const key = newKey();
+    const form = h(
+      "form",
+      { class: "inline-form" },
+      field("Why are you cancelling? (only your care team sees it)", reason),
+      h("button", { type: "submit", class: "danger" }, "Cancel appointment"),
+      h("button", { type: "button", onclick: () => form.remove() }, "Keep it"),
+    );
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      busy(form.querySelector("button[type=submit]"), async () => {
+        await request("POST", `/v1/appointments/${a.id}/cancel`, { etag: `"${a.version}"`, key, body: { reason: reason.value.trim() } });
+        announce("Appointment cancelled.");
+        await loadAppointments();
+      });
+    });
+    item.append(form);
+    reason.focus();
+  };
+
+  const renderBooking = async (providerId, typeId) => {
+    const rescheduling = state.rescheduling;
+    const providerSelect = h(
+      "select",
+      { id: "provider-select", disabled: !!rescheduling },
+      h("option", { value: "" }, "Choose a provider"),
+      [...providers.values()].map((p) => h("option", { value: p.id, selected: p.id === providerId }, `${p.display_name}${p.specialty ? ` (${p.specialty})` : ""}`)),
+    );
+    const typeSelect = h("select", { id: "type-select", disabled: true }, h("option", { value: "" }, "Choose a provider first"));
+    const slotsArea = h("div", { id: "slots", "aria-live": "polite" });
+    replace(
+      booking,
+      h("h2", { id: "book-title" }, rescheduling ? `Choose a new time (now ${formatDateTime(rescheduling.starts_at)})` : "Book an appointment"),
+      h("p", { class: "hint" }, `Times are shown in your time zone, ${browserZone()}.`),
+      field("Provider", providerSelect),
+      field("Type of visit", typeSelect),
+      slotsArea,
+      rescheduling ? h("button", { type: "button", onclick: () => { state.rescheduling = null; renderBooking(); } }, "Keep the current time") : null,
+    );
+
+    const loadTypes = async () => {
+      const id = providerSelect.value;
+      watchProvider(id);
+      replace(slotsArea);
+      if (!id) return;
+      const { items } = await get(`/v1/providers/${id}/appointment-types`);
+      replace(typeSelect, items.length ? null : h("option", { value: "" }, "No visit types offered"), items.map((t) =>
+        h("option", { value: t.id, selected: t.id === typeId }, `${t.name} (${t.duration_minutes} min, ${t.modality === "video" ? "video" : "in person"})`)));
+      typeSelect.disabled = items.length === 0 || !!rescheduling;
+      if (items.length) await loadSlots();
+    };
+    const loadSlots = async () => {
+      const provider = providerSelect.value;
+      const type = typeSelect.value;
+      if (!provider || !type) return;
+      const { slots } = await get(`/v1/providers/${provider}/slots?type=${type}`);
+      state.reloadSlots = loadSlots;
+      if (slots.length === 0) {
+        replace(slotsArea, h("p", { class: "empty" }, "No free times in the next 7 days."));
+        return;
+      }
+      const byDay = new Map();
+      for (const slot of slots) {
+        const key = dayKey(slot.starts_at);
+        if (!byDay.has(key)) byDay.set(key, []);
+        byDay.get(key).push(slot);
+      }
+      replace(
+        slotsArea,
+        [...byDay.values()].slice(0, 7).map((daySlots) =>
+          h(
+            "fieldset",
+            { class: "day" },
+            h("legend", {}, formatDay(daySlots[0].starts_at)),
+            h("div", { class: "slot-grid" }, daySlots.map((slot) =>
+              h("button", {
+                type: "button",
+                class: "slot",
+                dataset: { startsAt: slot.starts_at },
+                "aria-label": `${formatDay(slot.starts_at)} at ${formatTime(slot.starts_at)}`,
+                onclick: () => confirmSlot(provider, type, slot),
+              }, formatTime(slot.starts_at))),
+            ),
+          ),
+        ),
+      );
+    };
+    const confirmSlot = (provider, type, slot) => {
+      const reason = h("textarea", { id: "reason", rows: 3, maxLength: 1000 });
+      const key = newKey(); // one key per decision: a retry of this form books once
+      const submit = h("button", { type: "submit", class: "primary", id: "confirm-booking" }, rescheduling ? "Move my appointment here" : "Book this time");
+      const form = h(
+        "form",
+        { class: "confirm" },
+        h("p", {}, h("strong", {}, formatDateTime(slot.starts_at)), ` with ${providers.get(provider)?.display_name ?? "your provider"}`),
+        rescheduling ? null : field("Reason for your visit (optional, only your care team sees it)", reason),
+        submit,
+        h("button", { type: "button", onclick: () => loadSlots() }, "Choose another time"),
+      );
+      form.addEventListener("submit", (e) => {
+        e.preventDefault();
+        busy(submit, async () => {
+          if (rescheduling) {
+            await request("POST", `/v1/appointments/${rescheduling.id}/reschedule`, {
+              etag: `"${rescheduling.version}"`, key, body: { starts_at: slot.starts_at },
+            });
+            state.rescheduling = null;
+            announce("Your appointment was moved.");
+          } else {
+            const body = { provider_id: provider, type_id: type, starts_at: slot.starts_at };
+            if (reason.value.trim()) body.reason = reason.value.trim();
+            await post("/v1/appointments", body, { key });
+            announce("Booked.");
+          }
+          await loadAppointments();
+          renderBooking(provider, type);
+        });
+      });
+      replace(slotsArea, form);
+      (rescheduling ? submit : reason).focus();
+    };
+
+    providerSelect.addEventListener("change", () => busy(null, loadTypes));
+    typeSelect.addEventListener("change", () => busy(null, loadSlots));
+    if (providerSelect.value) await busy(null, loadTypes);
+  };
+
+  // Follow the chosen provider's free/busy changes, so a time someone else takes
+  // disappears from the list while you look at it.
+  const watchProvider = (providerId) => {
+    if (state.watchedProvider === providerId) return;
+    if (state.watchedProvider) ctx.realtime.unfollow(`provider:${state.watchedProvider}:slots`);
+    state.watchedProvider = providerId || null;
+    if (providerId) ctx.realtime.follow(`provider:${providerId}:slots`);
+  };
+
+  ctx.on("notifications", ({ detail: items }) => {
+    for (const n of items) state.notifications.set(n.id, n);
+    renderReminders();
+  });
+  ctx.on("resync", () => busy(null, async () => {
+    await loadAppointments();
+    await loadNotifications();
+  }));
+  ctx.on("event", ({ detail: message }) => {
+    if (message.event === "notification") {
+      state.notifications.set(message.data.id, message.data);
+      renderReminders();
+      announce(reminderText(message.data, providers));
+    } else if (message.event.startsWith("appointment.")) {
+      busy(null, loadAppointments);
+    } else if (message.event.startsWith("slot.") || message.event === "availability.changed") {
+      // A time went or came back: refresh the list unless the patient is confirming.
+      if (!document.querySelector("#slots form") && state.reloadSlots) busy(null, state.reloadSlots);
+    }
+  });
+
+  const loadNotifications = async () => {
+    const { items } = await get("/v1/me/notifications?unread=true&limit=50");
+    for (const n of items) state.notifications.set(n.id, n);
+    renderReminders();
+  };
+
+  await Promise.all([loadAppointments(), loadNotifications()]);
+  await renderBooking(providers.size === 1 ? [...providers.keys()][0] : undefined);
+}
+
+function reminderText(n, providers) {
+  const p = n.payload ?? {};
+  const who = providers.get(p.provider_id)?.display_name ?? "your provider";
+  if (n.kind === "appointment.reminder" && p.starts_at) {
+    return `Reminder: your ${p.modality === "video" ? "video " : ""}appointment with ${who} is at ${formatDateTime(p.starts_at)}${n.late ? " (sent late)" : ""}.`;
+  }
+  return `Update about your appointment with ${who}.`;
+}
+
+/** The form a new patient fills in once: their record, needed before booking. */
+function renderDetailsForm(main, ctx) {
+  const given = h("input", { autocomplete: "given-name", required: true, maxLength: 100 });
+  const family = h("input", { autocomplete: "family-name", required: true, maxLength: 100 });
+  const birth = h("input", { type: "date", autocomplete: "bday", required: true, max: new Date().toISOString().slice(0, 10) });
+  const submit = h("button", { type: "submit", class: "primary" }, "Save and continue");
+  const form = h(
+    "form",
+    { class: "card", id: "details-form" },
+    h("h1", {}, "About you"),
+    h("p", {}, "Your care team needs your name and date of birth before you book. They are stored encrypted."),
+    field("First name", given),
+    field("Last name", family),
+    field("Date of birth", birth),
+    submit,
+  );
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    busy(submit, async () => {
+      const created = await post("/v1/patients", {
+        legal_name: { given: given.value.trim(), family: family.value.trim() },
+        birth_date: birth.value,
+      });
+      ctx.me.patient_id = created.id;
+      await renderPatientHome(main, ctx);
+    });
+  });
+  replace(main, form);
+  given.focus();
+}

@@ -1,0 +1,170 @@
+// The provider's screens: today's calendar, the waiting room filling live as patients
+// check in or enter the consultation room, opening a consultation (and admitting the
+// patient), and clinical notes: write a draft, then sign it.
+
+import { get, post, request } from "./api.js";
+import { announce, busy, field, formatDateTime, formatTime, h, replace, statusBadge } from "./dom.js";
+import { roomOpen } from "./patient.js";
+
+const patientNames = new Map(); // patient id → display name (each first read is audited)
+
+/** A patient's name, read from their record (the read is audited by the server). */
+export async function patientName(patientId) {
+  if (!patientNames.has(patientId)) {
+    const p = await get(`/v1/patients/${patientId}`);
+    patientNames.set(patientId, `${p.preferred_name || p.legal_name.given} ${p.legal_name.family}`);
+  }
+  return patientNames.get(patientId);
+}
+
+function startOfToday() {
+  const d = new Date();
+  d.setHours(0, 0, 0, 0);
+  return d;
+}
+
+/** Renders the provider's day into `main`; `ctx` as for the patient's home. */
+export async function renderProviderHome(main, ctx) {
+  const waiting = h("ul", { class: "waiting-room", id: "waiting-room", "aria-live": "polite" });
+  const calendar = h("ol", { class: "calendar", id: "calendar" });
+  const from = startOfToday();
+  const to = new Date(from.getTime() + 24 * 3600_000);
+
+  replace(
+    main,
+    h("h1", {}, `Today, ${from.toLocaleDateString(undefined, { weekday: "long", day: "numeric", month: "long" })}`),
+    h("section", { class: "card", "aria-labelledby": "waiting-title" }, h("h2", { id: "waiting-title" }, "Waiting room"), waiting),
+    h("section", { class: "card", "aria-labelledby": "calendar-title" }, h("h2", { id: "calendar-title" }, "Calendar"), calendar),
+  );
+
+  if (!ctx.me.provider_id) {
+    replace(calendar, h("li", { class: "empty" }, "Your provider profile has not been set up yet. Ask an administrator to create it."));
+    return;
+  }
+
+  const load = async () => {
+    const { items } = await get(`/v1/appointments?from=${encodeURIComponent(from.toISOString())}&to=${encodeURIComponent(to.toISOString())}&limit=100`);
+    await Promise.all([...new Set(items.map((a) => a.patient_id))].map((id) => patientName(id).catch(() => null)));
+    const arrived = items.filter((a) => a.status === "arrived");
+    replace(
+      waiting,
+      arrived.length === 0
+        ? h("li", { class: "empty" }, "Nobody is waiting.")
+        : arrived.map((a) =>
+            h(
+              "li",
+              { class: "waiting", dataset: { id: a.id } },
+              h("strong", {}, patientNames.get(a.patient_id) ?? "A patient"),
+              ` is waiting for their ${formatTime(a.starts_at)} appointment. `,
+              roomOpen(a)
+                ? h("button", { type: "button", class: "primary", onclick: () => ctx.navigate(`#/consult/${a.id}?admit=1`) }, "Admit and start video")
+                : null,
+            ),
+          ),
+    );
+    replace(
+      calendar,
+      items.length === 0
+        ? h("li", { class: "empty" }, "No appointments today.")
+        : items.map((a) =>
+            h(
+              "li",
+              { class: "appointment", dataset: { id: a.id, status: a.status } },
+              h("p", { class: "when" }, `${formatTime(a.starts_at)}–${formatTime(a.ends_at)}`),
+              h("p", {}, patientNames.get(a.patient_id) ?? "Patient", " ", statusBadge(a.status)),
+              a.reason ? h("p", { class: "reason" }, "Reason: ", a.reason) : null,
+              h(
+                "div",
+                { class: "actions" },
+                roomOpen(a) ? h("button", { type: "button", onclick: () => ctx.navigate(`#/consult/${a.id}`) }, "Open consultation") : null,
+                h("button", { type: "button", onclick: () => ctx.navigate(`#/notes/${a.patient_id}/${a.id}`) }, "Notes"),
+              ),
+            ),
+          ),
+    );
+  };
+
+  // The waiting room: the queue topic carries check-ins and status changes of this
+  // provider's appointments as they commit.
+  ctx.realtime.follow(`provider:${ctx.me.provider_id}:queue`);
+  ctx.on("event", ({ detail: message }) => {
+    if (!message.event.startsWith("appointment.")) return;
+    if (message.data?.status === "arrived") announce("A patient is in the waiting room.");
+    busy(null, load);
+  });
+  ctx.on("resync", () => busy(null, load));
+  await load();
+}
+
+/** A patient's notes for one appointment: list, write a draft, sign. */
+export async function renderNotes(main, ctx, patientId, appointmentId) {
+  const [name, appointment] = await Promise.all([patientName(patientId), get(`/v1/appointments/${appointmentId}`)]);
+  const list = h("ul", { class: "notes", id: "notes" });
+  const fields = {
+    subjective: h("textarea", { rows: 3, maxLength: 20000 }),
+    objective: h("textarea", { rows: 3, maxLength: 20000 }),
+    assessment: h("textarea", { rows: 3, maxLength: 20000 }),
+    plan: h("textarea", { rows: 3, maxLength: 20000 }),
+  };
+  const save = h("button", { type: "submit", class: "primary", id: "save-note" }, "Save draft");
+  const form = h(
+    "form",
+    { class: "card", id: "note-form", "aria-labelledby": "note-title" },
+    h("h2", { id: "note-title" }, "New note"),
+    field("Subjective (what the patient reports)", fields.subjective),
+    field("Objective (findings)", fields.objective),
+    field("Assessment", fields.assessment),
+    field("Plan", fields.plan),
+    save,
+  );
+
+  replace(
+    main,
+    h("p", {}, h("a", { href: "#/" }, "← Back to today")),
+    h("h1", {}, `Notes for ${name}`),
+    h("p", {}, `Appointment ${formatDateTime(appointment.starts_at)} `, statusBadge(appointment.status)),
+    h("section", { class: "card", "aria-labelledby": "notes-title" }, h("h2", { id: "notes-title" }, "Notes"), list),
+    form,
+  );
+
+  const load = async () => {
+    const { items } = await get(`/v1/patients/${patientId}/notes`);
+    replace(
+      list,
+      items.length === 0
+        ? h("li", { class: "empty" }, "No notes yet.")
+        : items.map((n) =>
+            h(
+              "li",
+              { class: "note", dataset: { id: n.id, status: n.status } },
+              h("p", {}, h("strong", {}, n.status === "signed" ? `Signed ${formatDateTime(n.signed_at)}` : n.status === "draft" ? "Draft" : n.status), ` · version ${n.version}`),
+              ["subjective", "objective", "assessment", "plan"].map((k) => (n.content[k] ? h("p", {}, h("span", { class: "label" }, `${k[0].toUpperCase()}${k.slice(1)}: `), n.content[k]) : null)),
+              n.status === "draft" && n.author_id === ctx.me.id
+                ? h("button", {
+                    type: "button",
+                    class: "primary",
+                    onclick: (e) => busy(e.currentTarget, async () => {
+                      await request("POST", `/v1/patients/${patientId}/notes/${n.id}/sign`, { etag: `"${n.version}"` });
+                      announce("Note signed.");
+                      await load();
+                    }),
+                  }, "Sign note")
+                : null,
+            ),
+          ),
+    );
+  };
+
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    busy(save, async () => {
+      const body = { appointment_id: appointmentId };
+      for (const [k, el] of Object.entries(fields)) if (el.value.trim()) body[k] = el.value.trim();
+      await post(`/v1/patients/${patientId}/notes`, body);
+      for (const el of Object.values(fields)) el.value = "";
+      announce("Draft saved.");
+      await load();
+    });
+  });
+  await load();
+}
