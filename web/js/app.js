@@ -16,6 +16,7 @@ const connection = document.getElementById("connection");
 let me = null;
 let realtime = null;
 let viewListeners = []; // [type, handler] registered by the current view
+let viewTimers = []; // timeouts set by the current view
 let renderId = 0;
 
 function navigate(hash) {
@@ -33,12 +34,20 @@ function context() {
       realtime.addEventListener(type, handler);
       viewListeners.push([type, handler]);
     },
+    /** Runs `fn` after `ms`, unless the view has changed by then; returns the timer. */
+    later(ms, fn) {
+      const timer = setTimeout(fn, ms);
+      viewTimers.push(timer);
+      return timer;
+    },
   };
 }
 
 function dropViewListeners() {
   for (const [type, handler] of viewListeners) realtime?.removeEventListener(type, handler);
   viewListeners = [];
+  for (const timer of viewTimers) clearTimeout(timer);
+  viewTimers = [];
 }
 
 async function startSession() {

@@ -14,6 +14,18 @@ const ACTIVE = new Set(["pending", "proposed", "booked", "arrived"]);
 const ROOM_OPENS_BEFORE_MS = 15 * 60_000;
 const ROOM_CLOSES_AFTER_MS = 30 * 60_000;
 
+/**
+ * When `roomOpen` next changes for any of `appointments` (a room opens or closes), so
+ * a screen can show or hide its "join" button on time without being reloaded.
+ */
+export function nextRoomChange(appointments, now = Date.now()) {
+  const times = appointments
+    .filter((a) => a.modality === "video" && (a.status === "booked" || a.status === "arrived"))
+    .flatMap((a) => [Date.parse(a.starts_at) - ROOM_OPENS_BEFORE_MS, Date.parse(a.ends_at) + ROOM_CLOSES_AFTER_MS + 1])
+    .filter((t) => t > now);
+  return times.length ? Math.min(...times) : null;
+}
+
 export function roomOpen(appointment, now = Date.now()) {
   return (
     appointment.modality === "video" &&
@@ -72,6 +84,9 @@ export async function renderPatientHome(main, ctx) {
   const loadAppointments = async () => {
     const since = new Date(Date.now() - 24 * 3600_000).toISOString();
     const { items } = await get(`/v1/appointments?from=${encodeURIComponent(since)}&limit=100`);
+    const change = nextRoomChange(items);
+    clearTimeout(state.roomTimer);
+    if (change !== null) state.roomTimer = ctx.later(Math.min(change - Date.now() + 250, 2 ** 31 - 1), () => busy(null, loadAppointments));
     const active = items.filter((a) => ACTIVE.has(a.status));
     const past = items.filter((a) => !ACTIVE.has(a.status));
     if (items.length === 0) {

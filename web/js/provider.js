@@ -4,7 +4,7 @@
 
 import { get, post, request } from "./api.js";
 import { announce, busy, field, formatDateTime, formatTime, h, replace, statusBadge } from "./dom.js";
-import { roomOpen } from "./patient.js";
+import { nextRoomChange, roomOpen } from "./patient.js";
 
 const patientNames = new Map(); // patient id → display name (each first read is audited)
 
@@ -42,9 +42,13 @@ export async function renderProviderHome(main, ctx) {
     return;
   }
 
+  let roomTimer = null;
   const load = async () => {
     const { items } = await get(`/v1/appointments?from=${encodeURIComponent(from.toISOString())}&to=${encodeURIComponent(to.toISOString())}&limit=100`);
     await Promise.all([...new Set(items.map((a) => a.patient_id))].map((id) => patientName(id).catch(() => null)));
+    const change = nextRoomChange(items);
+    clearTimeout(roomTimer);
+    if (change !== null) roomTimer = ctx.later(Math.min(change - Date.now() + 250, 2 ** 31 - 1), () => busy(null, load));
     const arrived = items.filter((a) => a.status === "arrived");
     replace(
       waiting,
