@@ -8,6 +8,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use carewire::demo;
 use carewire::http::web::{self, ASSETS};
@@ -553,4 +554,86 @@ async fn the_demo_clinic_is_refused_in_production() {
         .get_result(&mut conn)
         .unwrap();
     assert_eq!(accounts.n, 0);
+}
+
+// ---- Two real browsers through the web client
+
+/// Chromium and the browser tests' npm packages, or what is missing.
+fn browser_tools() -> Result<(String, PathBuf), String> {
+    let chromium = std::env::var("CAREWIRE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).is_file() {
+        return Err(format!("Chromium at {chromium} (apt-get install chromium)"));
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    if !dir.join("node_modules/playwright-core").is_dir() {
+        return Err("playwright-core (cd tests/browser && npm ci)".into());
+    }
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return Err("Node.js (apt-get install nodejs)".into());
+    }
+    Ok((chromium, dir))
+}
+
+/// The whole product in two browsers: a patient (phone-sized, New York time) registers,
+/// books the demo provider, checks in and joins; the provider (Berlin time) sees the
+/// waiting room fill live and admits; both peer connections connect and decode each
+/// other's video; the patient's signaling socket drops and resumes; the provider ends
+/// the call and signs a note (tests/browser/consultation.mjs drives the browsers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_and_a_provider_complete_a_video_consultation_in_two_browsers() {
+    let required = std::env::var("CAREWIRE_BROWSER_TESTS").is_ok_and(|v| v == "1");
+    let (chromium, dir) = match browser_tools() {
+        Ok(tools) => tools,
+        Err(missing) if !required => {
+            eprintln!(
+                "SKIPPED: the browser test needs {missing}. `.ci/run` installs it and sets \
+                 CAREWIRE_BROWSER_TESTS=1, which makes this test required."
+            );
+            return;
+        }
+        Err(missing) => panic!("CAREWIRE_BROWSER_TESTS=1, but this machine lacks {missing}"),
+    };
+    let app = TestApp::builder().setting("CAREWIRE_DEMO", "true").spawn().await;
+    let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-screenshots");
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg("consultation.mjs")
+        .current_dir(&dir)
+        .env("CAREWIRE_URL", &app.base_url)
+        .env("CAREWIRE_CHROMIUM", &chromium)
+        .env("CAREWIRE_PROVIDER_EMAIL", demo::PROVIDER_EMAIL)
+        .env("CAREWIRE_PROVIDER_PASSWORD", demo::PROVIDER_PASSWORD)
+        .env("CAREWIRE_SCREENSHOT_DIR", &screenshots)
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(std::time::Duration::from_secs(300), command.output())
+        .await
+        .expect("the browsers finish within 5 minutes")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        output.status.success(),
+        "the browser scenario failed (screenshots in {}):\n{stderr}",
+        screenshots.display()
+    );
+    let summary: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("a JSON summary");
+    assert!(summary["frames"]["patient"].as_u64().unwrap() > 0, "{summary}");
+    assert!(summary["frames"]["provider"].as_u64().unwrap() > 0, "{summary}");
+
+    // What the browsers showed is what the server recorded.
+    let id = summary["appointment_id"].as_str().unwrap();
+    let admin = app.admin().await;
+    let res = app
+        .get_as(&format!("/v1/appointments/{id}"), &admin.tokens.access)
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let appointment: Value = res.json().await.unwrap();
+    assert_eq!(appointment["status"], "fulfilled", "{appointment}");
 }

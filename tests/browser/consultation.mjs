@@ -1,0 +1,258 @@
+// A booked video consultation in two real browsers, through the web client.
+//
+// Run by tests/web.rs against a server it started (with the demo clinic on), or by hand:
+//   CAREWIRE_URL=http://127.0.0.1:8080 node tests/browser/consultation.mjs
+// Chromium comes from Debian (`apt-get install chromium`; CAREWIRE_CHROMIUM overrides
+// the path) with fake camera and microphone. A patient (phone-sized window, New York
+// time) registers, books, checks in and joins; the provider (Berlin time) watches the
+// waiting room fill, admits, and both peer connections must reach `connected` with
+// remote video frames decoded on both sides. The patient's signaling socket is then
+// dropped and must resume without renegotiating; the provider ends the call and signs
+// a note. On failure each side's screenshot is saved in CAREWIRE_SCREENSHOT_DIR.
+// The last line of stdout is a JSON summary for the Rust test.
+
+import { mkdirSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const BASE = process.env.CAREWIRE_URL ?? "http://127.0.0.1:8080";
+const PROVIDER_EMAIL = process.env.CAREWIRE_PROVIDER_EMAIL ?? "dr.demo@carewire.test";
+const PROVIDER_PASSWORD = process.env.CAREWIRE_PROVIDER_PASSWORD;
+const SCREENSHOTS = process.env.CAREWIRE_SCREENSHOT_DIR ?? "target/browser-screenshots";
+const CONSULTATION_SHOT = process.env.CAREWIRE_CONSULTATION_SCREENSHOT; // for the README
+const STEP_TIMEOUT_MS = 30_000;
+
+if (!PROVIDER_PASSWORD) {
+  console.error("CAREWIRE_PROVIDER_PASSWORD is required (the demo provider's password)");
+  process.exit(2);
+}
+
+const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+const accessibilityProblems = [];
+
+/** Runs axe-core (WCAG 2 A and AA rules) on what the page shows now. */
+async function checkAccessibility(page, where) {
+  // Evaluated through the DevTools protocol, so the page's CSP does not have to allow it.
+  await page.evaluate(AXE_SOURCE);
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21aa"] } });
+    return result.violations
+      .filter((v) => v.impact === "serious" || v.impact === "critical")
+      .map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+  });
+  for (const v of violations) accessibilityProblems.push(`${where}: ${v}`);
+}
+
+const log = (...args) => console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...args);
+
+function check(condition, message) {
+  if (!condition) throw new Error(`check failed: ${message}`);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CAREWIRE_CHROMIUM ?? "/usr/bin/chromium",
+  headless: true,
+  args: [
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    // Chromium refuses to sandbox itself as root (CI containers run as root).
+    ...(process.getuid?.() === 0 ? ["--no-sandbox"] : []),
+  ],
+});
+
+const pages = {};
+const consoleErrors = [];
+
+async function open(name, options) {
+  const context = await browser.newContext({ locale: "en-US", ...options });
+  await context.grantPermissions(["camera", "microphone"], { origin: BASE });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT_MS);
+  page.on("console", (m) => {
+    if (m.type() === "error") consoleErrors.push(`${name}: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => consoleErrors.push(`${name}: ${e.message}`));
+  pages[name] = page;
+  return page;
+}
+
+/** Waits until `fn` (run in the page) returns a truthy value, and returns it. */
+async function until(page, fn, arg, what) {
+  try {
+    const handle = await page.waitForFunction(fn, arg, { timeout: STEP_TIMEOUT_MS, polling: 250 });
+    return await handle.jsonValue();
+  } catch (error) {
+    throw new Error(`timed out waiting for ${what}: ${error.message.split("\n")[0]}`);
+  }
+}
+
+/** The call as the page sees it: its peer connection's state and decoded frames. */
+const callState = async (page, seat) =>
+  page.evaluate(async (seat) => {
+    const c = window.carewire?.consultation;
+    const pc = c?.peerConnection(seat);
+    if (!pc) return { state: "none", frames: 0 };
+    const q = await c.quality(seat);
+    const video = document.querySelector(`video[data-seat="${seat}"]`);
+    return {
+      state: pc.connectionState,
+      frames: q.framesDecoded,
+      playing: !!video && video.readyState >= 2 && !video.paused && video.videoWidth > 0,
+      phase: c.phase,
+    };
+  }, seat);
+
+async function waitForMedia(page, seat, minFrames, what) {
+  const deadline = Date.now() + STEP_TIMEOUT_MS;
+  let last;
+  while (Date.now() < deadline) {
+    last = await callState(page, seat);
+    if (last.state === "connected" && last.frames > minFrames && last.playing) return last;
+    await page.waitForTimeout(250);
+  }
+  throw new Error(`${what}: no remote video (last seen ${JSON.stringify(last)})`);
+}
+
+let summary = { ok: false };
+try {
+  // --- The patient registers, gives their details and books, on a phone-sized screen.
+  const patient = await open("patient", { timezoneId: "America/New_York", viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+  const email = `ada.${Date.now()}@example.test`;
+  await patient.goto(BASE);
+  await patient.getByLabel("Email").waitFor();
+  await checkAccessibility(patient, "sign-in page");
+  await patient.getByLabel("Email").fill(email);
+  await patient.getByLabel("Password").fill("correct horse battery staple 42");
+  await patient.getByRole("button", { name: "Create a patient account" }).click();
+  log("patient registered");
+  await patient.getByLabel("First name").waitFor();
+  await checkAccessibility(patient, "patient details form");
+
+  await patient.getByLabel("First name").fill("Ada");
+  await patient.getByLabel("Last name").fill("Lovelace");
+  await patient.getByLabel("Date of birth").fill("1985-12-10");
+  await patient.getByRole("button", { name: "Save and continue" }).click();
+
+  await patient.locator("#slots button.slot").first().waitFor();
+  await checkAccessibility(patient, "patient home with free slots");
+  // The first slot at least 20 s away (one starting this instant could be gone before
+  // the booking lands); its room opens 15 minutes before, so within 20 s at worst.
+  const startsAt = await patient.evaluate(() =>
+    [...document.querySelectorAll("#slots button.slot")].map((b) => b.dataset.startsAt).find((t) => Date.parse(t) - Date.now() >= 20_000));
+  const firstSlot = patient.locator(`#slots button.slot[data-starts-at="${startsAt}"]`);
+  const shown = (await firstSlot.textContent()).trim();
+  const expected = new Intl.DateTimeFormat("en-US", { hour: "2-digit", minute: "2-digit", timeZone: "America/New_York" }).format(new Date(startsAt));
+  check(shown === expected, `the slot at ${startsAt} shows as ${shown}, expected ${expected} (New York time)`);
+  check(Date.parse(startsAt) - Date.now() <= 15 * 60_000 + 20_000, `the demo slot ${startsAt} starts within 15 minutes (and 20 s)`);
+  await firstSlot.click();
+  await patient.getByLabel(/Reason for your visit/).fill("Follow-up on my headaches");
+  await patient.getByRole("button", { name: "Book this time" }).click();
+  const booked = patient.locator("#appointments li.appointment[data-status=booked]");
+  await booked.waitFor();
+  const appointmentId = await booked.getAttribute("data-id");
+  log("patient booked", appointmentId);
+
+  // --- The provider signs in and sees the booking on today's calendar.
+  const provider = await open("provider", { timezoneId: "Europe/Berlin", viewport: { width: 1280, height: 800 } });
+  await provider.goto(BASE);
+  await provider.getByLabel("Email").fill(PROVIDER_EMAIL);
+  await provider.getByLabel("Password").fill(PROVIDER_PASSWORD);
+  await provider.getByRole("button", { name: "Sign in" }).click();
+  await provider.locator(`#calendar li.appointment[data-id="${appointmentId}"]`).waitFor();
+  await until(provider, () => document.getElementById("connection")?.dataset.state === "live", null, "the provider's live connection");
+  log("provider sees the booking");
+
+  // --- The patient checks in; the provider's waiting room fills without a reload,
+  // even though the provider's live connection drops just before (it resumes from the
+  // last event it saw, so the check-in is not lost).
+  await provider.evaluate(() => window.carewire.realtime.simulateDrop());
+  await booked.getByRole("button", { name: "Check in" }).click();
+  await patient.locator(`#appointments li.appointment[data-id="${appointmentId}"][data-status=arrived]`).waitFor();
+  const waiting = provider.locator(`#waiting-room li.waiting[data-id="${appointmentId}"]`);
+  await waiting.waitFor();
+  check((await waiting.textContent()).includes("Ada Lovelace"), "the waiting room names the patient");
+  log("waiting room filled live");
+  await checkAccessibility(provider, "provider home with the waiting room");
+
+  // --- Both join the consultation; the provider admits.
+  await patient.getByRole("button", { name: "Join video consultation" }).click();
+  await until(patient, () => document.getElementById("call-phase")?.dataset.phase === "waiting", null, "the patient in the waiting room");
+  await waiting.getByRole("button", { name: "Admit and start video" }).click();
+  await until(provider, () => document.getElementById("call-phase")?.dataset.phase === "in_call", null, "the provider in the call");
+  await until(patient, () => document.getElementById("call-phase")?.dataset.phase === "in_call", null, "the patient in the call");
+  log("admitted");
+  check(!(await provider.locator("#admit").isVisible()), "no admit button once the call has started");
+
+  const patientSide = await waitForMedia(patient, "provider", 0, "patient side");
+  const providerSide = await waitForMedia(provider, "patient", 0, "provider side");
+  log("connected; frames decoded", { patient: patientSide.frames, provider: providerSide.frames });
+  await checkAccessibility(patient, "patient's call screen");
+  await checkAccessibility(provider, "provider's call screen");
+  if (CONSULTATION_SHOT) {
+    await provider.waitForTimeout(2500); // let the quality indicator fill in
+    await provider.screenshot({ path: CONSULTATION_SHOT });
+  }
+
+  // --- Mute and camera toggles change what is sent.
+  await patient.getByRole("button", { name: "Mute microphone" }).click();
+  check(await patient.evaluate(() => document.querySelector("video.local-video").srcObject.getAudioTracks().every((t) => !t.enabled)), "muting disables the microphone track");
+  check((await patient.getByRole("button", { name: "Unmute microphone" }).getAttribute("aria-pressed")) === "true", "the mute button is pressed");
+  await patient.getByRole("button", { name: "Unmute microphone" }).click();
+  await provider.getByRole("button", { name: "Turn camera off" }).click();
+  check(await provider.evaluate(() => document.querySelector("video.local-video").srcObject.getVideoTracks().every((t) => !t.enabled)), "the camera toggle disables the video track");
+  await provider.getByRole("button", { name: "Turn camera on" }).click();
+
+  // --- The patient's signaling socket drops; it resumes and media keeps flowing.
+  await patient.evaluate(() => {
+    window.__joins = [];
+    window.carewire.consultation.addEventListener("joined", (e) => window.__joins.push(e.detail.resumed));
+    window.carewire.consultation.simulateDrop();
+  });
+  const resumed = await until(patient, () => window.__joins?.length > 0 && window.__joins, null, "the patient to rejoin");
+  check(resumed[0] === true, `the dropped socket resumed the seat (joined.resumed was ${resumed[0]})`);
+  const afterDrop = await waitForMedia(provider, "patient", providerSide.frames, "provider side after the patient's drop");
+  check((await callState(patient, "provider")).state === "connected", "the patient's peer connection survived the drop");
+  log("resumed after a drop; frames", afterDrop.frames);
+
+  // --- The provider ends the call: both see it end, the appointment is fulfilled.
+  await provider.getByRole("button", { name: "End consultation" }).click();
+  await until(patient, () => document.getElementById("call-phase")?.dataset.reason === "ended", null, "the patient to see the end");
+  await until(provider, () => document.getElementById("call-phase")?.dataset.phase === "closed", null, "the provider's call to close");
+  log("call ended");
+
+  // --- The provider writes and signs the visit note.
+  await provider.getByRole("link", { name: "Write the visit note" }).click();
+  await provider.getByLabel(/Subjective/).fill("Headaches improved since last visit.");
+  await provider.getByLabel("Plan").fill("Continue current plan; review in 3 months.");
+  await provider.getByRole("button", { name: "Save draft" }).click();
+  const draft = provider.locator("#notes li.note[data-status=draft]");
+  await draft.waitFor();
+  await draft.getByRole("button", { name: "Sign note" }).click();
+  await provider.locator("#notes li.note[data-status=signed]").waitFor();
+  await checkAccessibility(provider, "notes page");
+  log("note signed");
+
+  // --- The patient's list shows the visit as completed.
+  await patient.getByRole("link", { name: "Back to appointments" }).click();
+  await patient.locator(`li.appointment[data-id="${appointmentId}"][data-status=fulfilled]`).waitFor({ state: "attached" });
+  log("patient sees the visit completed");
+
+  check(accessibilityProblems.length === 0, `no serious accessibility problems (axe-core):\n${accessibilityProblems.join("\n")}`);
+  check(consoleErrors.length === 0, `no errors in the pages' consoles:\n${consoleErrors.join("\n")}`);
+  summary = { ok: true, appointment_id: appointmentId, frames: { patient: patientSide.frames, provider: afterDrop.frames } };
+} catch (error) {
+  summary = { ok: false, error: error.message };
+  console.error(error);
+  if (consoleErrors.length) console.error("page console errors:\n" + consoleErrors.join("\n"));
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  for (const [name, page] of Object.entries(pages)) {
+    const path = join(SCREENSHOTS, `${name}.png`);
+    await page.screenshot({ path, fullPage: true }).catch(() => {});
+    console.error(`screenshot of the ${name}'s window: ${path}`);
+  }
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(summary));
+process.exit(summary.ok ? 0 : 1);
