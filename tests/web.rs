@@ -9,14 +9,16 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
+use carewire::clock::ManualClock;
 use carewire::demo;
 use carewire::http::web::{self, ASSETS};
 use chrono::{DateTime, Duration, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{TestApp, problem, problem_type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 fn header<'a>(res: &'a reqwest::Response, name: &str) -> &'a str {
     res.headers()
@@ -597,10 +599,18 @@ async fn a_patient_and_a_provider_complete_a_video_consultation_in_two_browsers(
         }
         Err(missing) => panic!("CAREWIRE_BROWSER_TESTS=1, but this machine lacks {missing}"),
     };
-    let app = TestApp::builder().setting("CAREWIRE_DEMO", "true").spawn().await;
+    // The server's timed work (reminders, the consultation window) reads a manual
+    // clock, so the test can bring the reminder's due time forward: see the
+    // REMINDER_DUE step below.
+    let clock = ManualClock::starting_at(Utc::now());
+    let app = TestApp::builder()
+        .setting("CAREWIRE_DEMO", "true")
+        .setting("CAREWIRE_REMINDER_OFFSETS", "1m")
+        .clock(clock.clone())
+        .spawn()
+        .await;
     let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-screenshots");
-    let mut command = tokio::process::Command::new("node");
-    command
+    let mut browsers = tokio::process::Command::new("node")
         .arg("consultation.mjs")
         .current_dir(&dir)
         .env("CAREWIRE_URL", &app.base_url)
@@ -608,22 +618,39 @@ async fn a_patient_and_a_provider_complete_a_video_consultation_in_two_browsers(
         .env("CAREWIRE_PROVIDER_EMAIL", demo::PROVIDER_EMAIL)
         .env("CAREWIRE_PROVIDER_PASSWORD", demo::PROVIDER_PASSWORD)
         .env("CAREWIRE_SCREENSHOT_DIR", &screenshots)
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(std::time::Duration::from_secs(300), command.output())
+        .env("CAREWIRE_REMINDER_STEP", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node starts");
+    let mut to_script = browsers.stdin.take().unwrap();
+    let mut from_script = BufReader::new(browsers.stdout.take().unwrap()).lines();
+    let run = async {
+        let mut last = String::new();
+        while let Some(line) = from_script.next_line().await.unwrap() {
+            println!("{line}");
+            if let Some(due) = line.strip_prefix("REMINDER_DUE ") {
+                // The booked visit's 1-minute reminder becomes due now (not late).
+                let due: Value = serde_json::from_str(due).unwrap();
+                let starts_at: DateTime<Utc> = due["starts_at"].as_str().unwrap().parse().unwrap();
+                clock.set(starts_at - Duration::seconds(59));
+                to_script.write_all(b"continue\n").await.unwrap();
+            }
+            last = line;
+        }
+        (browsers.wait().await.unwrap(), last)
+    };
+    let (status, last_line) = tokio::time::timeout(std::time::Duration::from_secs(300), run)
         .await
-        .expect("the browsers finish within 5 minutes")
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
+        .expect("the browsers finish within 5 minutes");
     assert!(
-        output.status.success(),
-        "the browser scenario failed (screenshots in {}):\n{stderr}",
+        status.success(),
+        "the browser scenario failed (its output is above; screenshots in {})",
         screenshots.display()
     );
-    let summary: Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("a JSON summary");
+    let summary: Value = serde_json::from_str(&last_line).expect("a JSON summary");
     assert!(summary["frames"]["patient"].as_u64().unwrap() > 0, "{summary}");
     assert!(summary["frames"]["provider"].as_u64().unwrap() > 0, "{summary}");
 

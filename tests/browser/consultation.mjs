@@ -22,6 +22,13 @@ const PROVIDER_PASSWORD = process.env.CAREWIRE_PROVIDER_PASSWORD;
 const SCREENSHOTS = process.env.CAREWIRE_SCREENSHOT_DIR ?? "target/browser-screenshots";
 const CONSULTATION_SHOT = process.env.CAREWIRE_CONSULTATION_SCREENSHOT; // for the README
 const STEP_TIMEOUT_MS = 30_000;
+// With CAREWIRE_REMINDER_STEP=1 (tests/web.rs) the harness runs the server on a manual
+// clock: after booking, this script prints REMINDER_DUE and waits for a line on stdin,
+// the harness moves the server's clock to the reminder's due time, and the reminder
+// must appear on the patient's screen without a reload.
+const REMINDER_STEP = process.env.CAREWIRE_REMINDER_STEP === "1";
+// The booked slot's lead: enough for a 1-minute reminder to be due after the booking.
+const MIN_LEAD_MS = REMINDER_STEP ? 90_000 : 20_000;
 
 if (!PROVIDER_PASSWORD) {
   console.error("CAREWIRE_PROVIDER_PASSWORD is required (the demo provider's password)");
@@ -46,6 +53,24 @@ async function checkAccessibility(page, where) {
 
 const log = (...args) => console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...args);
 
+/** Resolves with the next line written to our standard input. */
+function nextLineOnStdin() {
+  return new Promise((resolve) => {
+    let buffered = "";
+    const onData = (chunk) => {
+      buffered += chunk;
+      const newline = buffered.indexOf("\n");
+      if (newline < 0) return;
+      process.stdin.off("data", onData);
+      process.stdin.pause();
+      resolve(buffered.slice(0, newline));
+    };
+    process.stdin.setEncoding("utf8");
+    process.stdin.on("data", onData);
+    process.stdin.resume();
+  });
+}
+
 function check(condition, message) {
   if (!condition) throw new Error(`check failed: ${message}`);
 }
@@ -63,6 +88,8 @@ const browser = await chromium.launch({
 
 const pages = {};
 const consoleErrors = [];
+/** Console errors a step provokes on purpose, each allowed once: [page, pattern]. */
+const expectedConsoleErrors = [];
 
 async function open(name, options) {
   const context = await browser.newContext({ locale: "en-US", ...options });
@@ -70,7 +97,10 @@ async function open(name, options) {
   const page = await context.newPage();
   page.setDefaultTimeout(STEP_TIMEOUT_MS);
   page.on("console", (m) => {
-    if (m.type() === "error") consoleErrors.push(`${name}: ${m.text()}`);
+    if (m.type() !== "error") return;
+    const expected = expectedConsoleErrors.findIndex(([page, pattern]) => page === name && pattern.test(m.text()));
+    if (expected >= 0) expectedConsoleErrors.splice(expected, 1);
+    else consoleErrors.push(`${name}: ${m.text()}`);
   });
   page.on("pageerror", (e) => consoleErrors.push(`${name}: ${e.message}`));
   pages[name] = page;
@@ -136,15 +166,16 @@ try {
 
   await patient.locator("#slots button.slot").first().waitFor();
   await checkAccessibility(patient, "patient home with free slots");
-  // The first slot at least 20 s away (one starting this instant could be gone before
-  // the booking lands); its room opens 15 minutes before, so within 20 s at worst.
-  const startsAt = await patient.evaluate(() =>
-    [...document.querySelectorAll("#slots button.slot")].map((b) => b.dataset.startsAt).find((t) => Date.parse(t) - Date.now() >= 20_000));
+  // The first slot at least MIN_LEAD_MS away (one starting this instant could be gone
+  // before the booking lands); its room opens 15 minutes before it starts, so at worst
+  // MIN_LEAD_MS from now.
+  const startsAt = await patient.evaluate((lead) =>
+    [...document.querySelectorAll("#slots button.slot")].map((b) => b.dataset.startsAt).find((t) => Date.parse(t) - Date.now() >= lead), MIN_LEAD_MS);
   const firstSlot = patient.locator(`#slots button.slot[data-starts-at="${startsAt}"]`);
   const shown = (await firstSlot.textContent()).trim();
   const expected = new Intl.DateTimeFormat("en-US", { hour: "2-digit", minute: "2-digit", timeZone: "America/New_York" }).format(new Date(startsAt));
   check(shown === expected, `the slot at ${startsAt} shows as ${shown}, expected ${expected} (New York time)`);
-  check(Date.parse(startsAt) - Date.now() <= 15 * 60_000 + 20_000, `the demo slot ${startsAt} starts within 15 minutes (and 20 s)`);
+  check(Date.parse(startsAt) - Date.now() <= 15 * 60_000 + MIN_LEAD_MS, `the demo slot ${startsAt} starts within 15 minutes of the lead`);
   await firstSlot.click();
   await patient.getByLabel(/Reason for your visit/).fill("Follow-up on my headaches");
   await patient.getByRole("button", { name: "Book this time" }).click();
@@ -153,12 +184,36 @@ try {
   const appointmentId = await booked.getAttribute("data-id");
   log("patient booked", appointmentId);
 
+  if (REMINDER_STEP) {
+    console.log(`REMINDER_DUE ${JSON.stringify({ appointment_id: appointmentId, starts_at: startsAt })}`);
+    await nextLineOnStdin();
+    const reminder = patient.locator("#reminders li.reminder");
+    await reminder.waitFor();
+    const text = await reminder.textContent();
+    check(text.includes("Reminder") && text.includes("Dr Rosalind Demo"), `the reminder names the visit (got "${text}")`);
+    log("reminder arrived live");
+  }
+
   // --- The provider signs in and sees the booking on today's calendar.
   const provider = await open("provider", { timezoneId: "Europe/Berlin", viewport: { width: 1280, height: 800 } });
   await provider.goto(BASE);
   await provider.getByLabel("Email").fill(PROVIDER_EMAIL);
-  await provider.getByLabel("Password").fill(PROVIDER_PASSWORD);
+  await provider.getByLabel("Password").fill("not the right passphrase");
+  // Chromium logs every failed request, this one included.
+  expectedConsoleErrors.push(["provider", /status of 401/]);
   await provider.getByRole("button", { name: "Sign in" }).click();
+  const alert = provider.getByRole("alert");
+  await alert.waitFor();
+  const alertText = await alert.textContent();
+  check(/email or password/i.test(alertText) && !alertText.includes("{"), `a wrong password gets a plain message (got "${alertText}")`);
+  // Then with the keyboard only: the email field has focus, Tab reaches the password,
+  // Enter submits.
+  await provider.reload();
+  await until(provider, () => document.activeElement?.id === "email", null, "focus on the email field");
+  await provider.keyboard.type(PROVIDER_EMAIL);
+  await provider.keyboard.press("Tab");
+  await provider.keyboard.type(PROVIDER_PASSWORD);
+  await provider.keyboard.press("Enter");
   await provider.locator(`#calendar li.appointment[data-id="${appointmentId}"]`).waitFor();
   await until(provider, () => document.getElementById("connection")?.dataset.state === "live", null, "the provider's live connection");
   log("provider sees the booking");
@@ -176,9 +231,11 @@ try {
   await checkAccessibility(provider, "provider home with the waiting room");
 
   // --- Both join the consultation; the provider admits.
-  await patient.getByRole("button", { name: "Join video consultation" }).click();
+  // The button appears when the room opens: at once, or within MIN_LEAD_MS.
+  await patient.getByRole("button", { name: "Join video consultation" }).click({ timeout: MIN_LEAD_MS + STEP_TIMEOUT_MS });
   await until(patient, () => document.getElementById("call-phase")?.dataset.phase === "waiting", null, "the patient in the waiting room");
-  await waiting.getByRole("button", { name: "Admit and start video" }).click();
+  const admittedAt = Date.now();
+  await waiting.getByRole("button", { name: "Admit and start video" }).click({ timeout: MIN_LEAD_MS + STEP_TIMEOUT_MS });
   await until(provider, () => document.getElementById("call-phase")?.dataset.phase === "in_call", null, "the provider in the call");
   await until(patient, () => document.getElementById("call-phase")?.dataset.phase === "in_call", null, "the patient in the call");
   log("admitted");
@@ -186,13 +243,28 @@ try {
 
   const patientSide = await waitForMedia(patient, "provider", 0, "patient side");
   const providerSide = await waitForMedia(provider, "patient", 0, "provider side");
-  log("connected; frames decoded", { patient: patientSide.frames, provider: providerSide.frames });
+  const connectMs = Date.now() - admittedAt;
+  log("connected; frames decoded", { patient: patientSide.frames, provider: providerSide.frames, connectMs });
   await checkAccessibility(patient, "patient's call screen");
   await checkAccessibility(provider, "provider's call screen");
   if (CONSULTATION_SHOT) {
     await provider.waitForTimeout(2500); // let the quality indicator fill in
     await provider.screenshot({ path: CONSULTATION_SHOT });
   }
+
+  // --- The patient (polite) asks for an ICE restart; the provider (impolite) restarts:
+  // new ICE credentials on both sides, and the call carries on.
+  const ufrag = (page, seat) => page.evaluate((seat) => /a=ice-ufrag:(\S+)/.exec(window.carewire.consultation.peerConnection(seat).remoteDescription.sdp)?.[1], seat);
+  const [providerUfrag, patientUfrag] = [await ufrag(patient, "provider"), await ufrag(provider, "patient")];
+  await patient.evaluate(() => window.carewire.consultation.restartIce("provider"));
+  await until(patient, ([seat, old]) => {
+    const pc = window.carewire.consultation.peerConnection(seat);
+    const now = /a=ice-ufrag:(\S+)/.exec(pc.remoteDescription?.sdp ?? "")?.[1];
+    return now && now !== old && pc.signalingState === "stable" && pc.connectionState === "connected";
+  }, ["provider", providerUfrag], "the restarted ICE session on the patient's side");
+  check((await ufrag(provider, "patient")) !== patientUfrag, "the patient answered the restart with new ICE credentials");
+  await waitForMedia(patient, "provider", patientSide.frames, "patient side after the ICE restart");
+  log("ICE restarted through the server");
 
   // --- Mute and camera toggles change what is sent.
   await patient.getByRole("button", { name: "Mute microphone" }).click();
@@ -209,7 +281,9 @@ try {
     window.carewire.consultation.addEventListener("joined", (e) => window.__joins.push(e.detail.resumed));
     window.carewire.consultation.simulateDrop();
   });
+  const droppedAt = Date.now();
   const resumed = await until(patient, () => window.__joins?.length > 0 && window.__joins, null, "the patient to rejoin");
+  const resumeMs = Date.now() - droppedAt;
   check(resumed[0] === true, `the dropped socket resumed the seat (joined.resumed was ${resumed[0]})`);
   const afterDrop = await waitForMedia(provider, "patient", providerSide.frames, "provider side after the patient's drop");
   check((await callState(patient, "provider")).state === "connected", "the patient's peer connection survived the drop");
@@ -240,7 +314,13 @@ try {
 
   check(accessibilityProblems.length === 0, `no serious accessibility problems (axe-core):\n${accessibilityProblems.join("\n")}`);
   check(consoleErrors.length === 0, `no errors in the pages' consoles:\n${consoleErrors.join("\n")}`);
-  summary = { ok: true, appointment_id: appointmentId, frames: { patient: patientSide.frames, provider: afterDrop.frames } };
+  summary = {
+    ok: true,
+    appointment_id: appointmentId,
+    frames: { patient: patientSide.frames, provider: afterDrop.frames },
+    // Wall-clock times of this run, for the record (not assertions).
+    timings_ms: { admit_to_media_both_sides: connectMs, drop_to_resumed: resumeMs },
+  };
 } catch (error) {
   summary = { ok: false, error: error.message };
   console.error(error);

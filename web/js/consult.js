@@ -79,6 +79,18 @@ export class Consultation extends EventTarget {
     this.socket?.close(4000, "dropped by the client");
   }
 
+  /**
+   * Restarts ICE with `seat` (done on its own when the connection fails). One side
+   * restarts per pair, so two restarts never cross: the impolite side restarts, the
+   * polite side asks it to through the server.
+   */
+  restartIce(seat) {
+    const peer = this.peers.get(seat);
+    if (!peer) return;
+    if (peer.polite) this.#send({ type: "ice_restart", to: seat });
+    else peer.pc.restartIce();
+  }
+
   /** The live peer connection with `seat`, if any. */
   peerConnection(seat) {
     return this.peers.get(seat)?.pc ?? null;
@@ -275,12 +287,7 @@ export class Consultation extends EventTarget {
         this.#send({ type: "end_of_candidates", to: seat });
       }
     };
-    const restartIce = () => {
-      // One side restarts per pair, so two restarts never cross: the impolite side
-      // restarts, the polite side asks it to.
-      if (peer.polite) this.#send({ type: "ice_restart", to: seat });
-      else pc.restartIce();
-    };
+    const restartIce = () => this.restartIce(seat);
     pc.oniceconnectionstatechange = () => {
       clearTimeout(peer.disconnectedTimer);
       if (pc.iceConnectionState === "failed") restartIce();
