@@ -312,6 +312,27 @@ try {
   await patient.locator(`li.appointment[data-id="${appointmentId}"][data-status=fulfilled]`).waitFor({ state: "attached" });
   log("patient sees the visit completed");
 
+  // --- Signing out in the waiting room leaves the room and turns the camera off.
+  await patient.locator("#slots button.slot").first().waitFor();
+  const secondSlot = await patient.evaluate((lead) =>
+    [...document.querySelectorAll("#slots button.slot")].map((b) => b.dataset.startsAt).find((t) => Date.parse(t) - Date.now() >= lead), MIN_LEAD_MS);
+  await patient.locator(`#slots button.slot[data-starts-at="${secondSlot}"]`).click();
+  await patient.getByRole("button", { name: "Book this time" }).click();
+  const second = patient.locator("#appointments li.appointment[data-status=booked]");
+  await second.waitFor();
+  const secondId = await second.getAttribute("data-id");
+  await second.getByRole("button", { name: "Join video consultation" }).click({ timeout: MIN_LEAD_MS + STEP_TIMEOUT_MS });
+  await until(patient, () => document.getElementById("call-phase")?.dataset.phase === "waiting", null, "the patient back in a waiting room");
+  await patient.evaluate(() => { window.__tracks = document.querySelector("video.local-video").srcObject.getTracks(); });
+  await patient.getByRole("button", { name: "Sign out" }).click();
+  await patient.getByLabel("Email").waitFor();
+  check(await patient.evaluate(() => window.__tracks.length > 0 && window.__tracks.every((t) => t.readyState === "ended")), "signing out stops the camera and microphone");
+  await provider.getByRole("link", { name: "Back to today" }).click();
+  await provider.locator(`#calendar li.appointment[data-id="${secondId}"]`).getByRole("button", { name: "Open consultation" }).click();
+  await until(provider, () => document.getElementById("call-phase")?.textContent.includes("Waiting for your patient"), null, "an empty waiting room");
+  check((await provider.locator(".participants li").count()) === 0, "the signed-out patient is not in the room");
+  log("signing out left the room and released the camera");
+
   check(accessibilityProblems.length === 0, `no serious accessibility problems (axe-core):\n${accessibilityProblems.join("\n")}`);
   check(consoleErrors.length === 0, `no errors in the pages' consoles:\n${consoleErrors.join("\n")}`);
   summary = {

@@ -6,7 +6,7 @@ import * as api from "./api.js";
 import { renderCall } from "./call-view.js";
 import { busy, field, h, hideError, replace, showError, announce } from "./dom.js";
 import { renderPatientHome } from "./patient.js";
-import { patientName, renderNotes, renderProviderHome } from "./provider.js";
+import { forgetPatientNames, patientName, renderNotes, renderProviderHome } from "./provider.js";
 import { Realtime } from "./realtime.js";
 
 const main = document.getElementById("main");
@@ -17,6 +17,7 @@ let me = null;
 let realtime = null;
 let viewListeners = []; // [type, handler] registered by the current view
 let viewTimers = []; // timeouts set by the current view
+let activeCall = null; // the consultation on screen: {consultation, stop()}
 let renderId = 0;
 
 function navigate(hash) {
@@ -43,7 +44,10 @@ function context() {
   };
 }
 
-function dropViewListeners() {
+/** Ends what the current screen started: its listeners, its timers, its call. */
+function leaveView() {
+  activeCall?.stop();
+  activeCall = null;
   for (const [type, handler] of viewListeners) realtime?.removeEventListener(type, handler);
   viewListeners = [];
   for (const timer of viewTimers) clearTimeout(timer);
@@ -83,10 +87,13 @@ function renderHeader() {
 }
 
 function signedOut() {
-  dropViewListeners();
+  renderId++; // a screen still loading must not appear after this
+  leaveView();
   realtime?.stop();
   realtime = null;
   me = null;
+  forgetPatientNames();
+  announce("");
   renderHeader();
   if (location.hash !== "#/") history.replaceState(null, "", "#/");
   renderSignIn();
@@ -94,7 +101,7 @@ function signedOut() {
 
 async function route() {
   const id = ++renderId;
-  dropViewListeners();
+  leaveView();
   hideError();
   if (!api.currentSession()) return renderSignIn();
   if (!me) {
@@ -111,7 +118,7 @@ async function route() {
   const parts = path.split("/").filter(Boolean);
   try {
     if (parts[0] === "consult" && parts[1]) {
-      await renderConsultation(parts[1], new URLSearchParams(query ?? ""));
+      await renderConsultation(parts[1], new URLSearchParams(query ?? ""), () => id === renderId);
     } else if (parts[0] === "notes" && parts[1] && parts[2] && me.role === "provider") {
       await renderNotes(main, context(), parts[1], parts[2]);
     } else if (me.role === "provider") {
@@ -127,7 +134,7 @@ async function route() {
   main.focus({ preventScroll: true });
 }
 
-async function renderConsultation(appointmentId, query) {
+async function renderConsultation(appointmentId, query, isCurrent) {
   const appointment = await api.get(`/v1/appointments/${appointmentId}`);
   let peerName;
   if (me.role === "provider") {
@@ -135,9 +142,11 @@ async function renderConsultation(appointmentId, query) {
   } else {
     peerName = (await api.get(`/v1/providers/${appointment.provider_id}`).catch(() => null))?.display_name;
   }
-  await renderCall(main, appointment, {
+  if (!isCurrent()) return;
+  activeCall = await renderCall(main, appointment, {
     role: me.role,
     peerName,
+    isCurrent,
     admitOnArrival: query.get("admit") === "1",
     onDone: (reason) => {
       const back = me.role === "provider" && reason === "ended"

@@ -18,10 +18,16 @@ const CLOSE_TEXT = {
   replaced: "You joined this consultation from another window, so this one was disconnected.",
   signed_out: "Your session ended. Please sign in again.",
   UNAUTHORIZED: "This consultation is not yours to join.",
-  NOT_IN_WINDOW: "The consultation room is not open now. It opens 15 minutes before the appointment.",
+  NOT_IN_WINDOW: "The consultation room is not open now. It opens shortly before the appointment and closes a while after it.",
   STATE_MISMATCH: "This appointment cannot be joined as a video consultation (it may be cancelled or already completed).",
   ROOM_FULL: "The consultation room is full.",
   closed: "The consultation connection closed.",
+};
+/** Errors about one message during the call, in words (others are ignored). */
+const ERROR_TEXT = {
+  UNAUTHORIZED: "Only the provider can do that.",
+  BAD_SDP: "Your browser's call setup was refused by the server; the call may not connect.",
+  BAD_CANDIDATE: "A network route your browser offered was refused by the server.",
 };
 const QUALITY_TEXT = { good: "Good", fair: "Fair", poor: "Poor", connecting: "Connecting" };
 
@@ -47,12 +53,15 @@ async function openMedia() {
 }
 
 /**
- * Renders the consultation for `appointment` into `main`.
+ * Renders the consultation for `appointment` into `main`, and returns a handle whose
+ * `stop()` leaves the call and releases the camera (the router calls it when the
+ * screen changes or the session ends), or null when the screen changed meanwhile.
  * `options.role` is "patient" or "provider"; `options.admitOnArrival` lets a provider
- * who clicked "Admit" admit as soon as the patient is in the room; `onDone(reason)`
- * runs when the consultation is over for this browser.
+ * who clicked "Admit" admit as soon as the patient is in the room; `isCurrent()` says
+ * whether this screen is still the one shown; `onDone(reason)` runs when the
+ * consultation is over for this browser.
  */
-export async function renderCall(main, appointment, { role, peerName, admitOnArrival = false, onDone }) {
+export async function renderCall(main, appointment, { role, peerName, admitOnArrival = false, isCurrent = () => true, onDone }) {
   const phaseText = h("p", { class: "call-phase", id: "call-phase", role: "status", dataset: { phase: "connecting" } }, PHASE_TEXT.connecting);
   const localVideo = h("video", { autoplay: true, playsInline: true, muted: true, class: "local-video", "aria-label": "Your camera" });
   const remoteVideos = h("div", { class: "remote-videos" });
@@ -79,22 +88,22 @@ export async function renderCall(main, appointment, { role, peerName, admitOnArr
   );
 
   const stream = await openMedia();
+  if (!isCurrent()) {
+    // The person went elsewhere while the browser asked for the camera: never join.
+    for (const track of stream.getTracks()) track.stop();
+    return null;
+  }
   localVideo.srcObject = stream;
   const consultation = new Consultation(appointment.id, stream);
   // A handle for the browser's developer tools and the end-to-end tests.
   window.carewire = { ...(window.carewire ?? {}), consultation };
 
   let qualityTimer = null;
-  const finish = (reason) => {
+  const release = () => {
     clearInterval(qualityTimer);
     for (const track of stream.getTracks()) track.stop();
-    window.removeEventListener("hashchange", onLeavePage);
-    onDone?.(reason);
   };
-  const onLeavePage = () => {
-    if (!consultation.finished) consultation.leave();
-  };
-  window.addEventListener("hashchange", onLeavePage);
+  let admitting = false; // an admit is on its way: the button stays hidden
 
   const toggle = (button, kind, onText, offText) => {
     const tracks = stream.getTracks().filter((t) => t.kind === kind);
@@ -111,7 +120,8 @@ export async function renderCall(main, appointment, { role, peerName, admitOnArr
   toggle(cameraButton, "video", "Turn camera off", "Turn camera on");
 
   admitButton.addEventListener("click", () => {
-    admitButton.disabled = true;
+    admitting = true;
+    admitButton.hidden = true;
     consultation.admit();
   });
   endButton.addEventListener("click", () =>
@@ -123,13 +133,14 @@ export async function renderCall(main, appointment, { role, peerName, admitOnArr
 
   const othersWaiting = () => [...consultation.participants.keys()].some((seat) => seat !== consultation.seat);
   const updateAdmit = () => {
-    const show = role === "provider" && consultation.phase === "waiting" && othersWaiting();
-    admitButton.hidden = !show;
-    admitButton.disabled = !show;
+    const show = role === "provider" && consultation.phase === "waiting" && othersWaiting() && !admitting;
     if (show && admitOnArrival) {
       admitOnArrival = false;
+      admitting = true;
       consultation.admit();
+      return;
     }
+    admitButton.hidden = !show;
   };
 
   consultation.addEventListener("phase", ({ detail: phase }) => {
@@ -141,9 +152,10 @@ export async function renderCall(main, appointment, { role, peerName, admitOnArr
         : "You are in the waiting room. Your provider will admit you shortly.";
     } else if (phase === "in_call") {
       text = "In call.";
+      admitting = false;
     }
+    // #call-phase is a status region: screen readers read the change themselves.
     phaseText.textContent = text;
-    announce(text);
     updateAdmit();
   });
   consultation.addEventListener("participants", ({ detail }) => {
@@ -169,17 +181,20 @@ export async function renderCall(main, appointment, { role, peerName, admitOnArr
     if (state === "connected") announce("Connected.");
   });
   consultation.addEventListener("problem", ({ detail }) => {
-    if (detail.code === "RATE_LIMITED") return;
-    showError(new Error(CLOSE_TEXT[detail.code] ?? detail.message ?? detail.code));
+    // Refusals of the connection end it and are explained by the "closed" handler; an
+    // admit that crossed another one (STATE_MISMATCH) or a message to a seat that just
+    // left (NOT_IN_ROOM) changes nothing the person needs to know.
+    const text = ERROR_TEXT[detail.code];
+    if (text && consultation.seated) showError(new Error(`${text} (${detail.code})`));
   });
   consultation.addEventListener("closed", ({ detail: { reason } }) => {
     const text = CLOSE_TEXT[reason] ?? PHASE_TEXT.closed;
     phaseText.textContent = text;
     phaseText.dataset.phase = "closed";
     phaseText.dataset.reason = reason;
-    announce(text);
     for (const b of [muteButton, cameraButton, admitButton, endButton]) b.disabled = true;
-    finish(reason);
+    release();
+    onDone?.(reason);
   });
 
   qualityTimer = setInterval(async () => {
@@ -187,7 +202,7 @@ export async function renderCall(main, appointment, { role, peerName, admitOnArr
     if (!seat) return;
     try {
       const q = await consultation.quality(seat);
-      if (!q) return;
+      if (!q || !quality.isConnected) return;
       quality.dataset.level = q.level;
       const parts = [`Call quality: ${QUALITY_TEXT[q.level]}`];
       if (q.rttMs !== null) parts.push(`${Math.round(q.rttMs)} ms delay`);
@@ -195,10 +210,16 @@ export async function renderCall(main, appointment, { role, peerName, admitOnArr
       if (q.kbps !== null) parts.push(`${Math.round(q.kbps)} kbit/s`);
       quality.textContent = parts.join(" · ");
     } catch (error) {
-      showError(error);
+      console.warn("call quality: no statistics", error); // the indicator just stays as it was
     }
   }, 2000);
 
   consultation.start();
-  return consultation;
+  return {
+    consultation,
+    stop() {
+      if (!consultation.finished) consultation.leave();
+      release();
+    },
+  };
 }

@@ -52,6 +52,7 @@ export class Consultation extends EventTarget {
     this.retryTimer = null;
     this.joinedOnce = false;
     this.seated = false; // joined on the current socket
+    this.inbox = Promise.resolve(); // messages are handled one at a time, in order
   }
 
   start() {
@@ -68,7 +69,10 @@ export class Consultation extends EventTarget {
     this.#send({ type: "end" });
   }
 
-  /** Leaves the call; the others see this seat leave at once. */
+  /**
+   * Leaves the call; the others see this seat leave at once. (While the socket is down
+   * the server cannot be told: the others see the seat time out after its grace period.)
+   */
   leave() {
     this.#send({ type: "leave" });
     this.#finish("left");
@@ -119,22 +123,29 @@ export class Consultation extends EventTarget {
       this.#retry();
       return;
     }
+    if (this.finished) return; // left while the ticket was on its way
     this.seated = false;
     const socket = new WebSocket(wsUrl(`/v1/consultations/${this.appointmentId}?ticket=${encodeURIComponent(ticket)}`), PROTOCOL);
     this.socket = socket;
     socket.onopen = () => {
+      if (this.socket !== socket) return;
       const join = { type: "join", id: this.#id(), protocol: PROTOCOL };
       if (this.lastSeq !== null) join.last_seq = this.lastSeq;
       socket.send(JSON.stringify(join));
     };
     socket.onmessage = (message) => {
+      if (this.socket !== socket || this.finished) return;
       let parsed;
       try {
         parsed = JSON.parse(message.data);
       } catch {
         return;
       }
-      this.#receive(parsed).catch((error) => console.warn("consultation: handling a message failed", error));
+      // One at a time: perfect negotiation must not apply an offer while the previous
+      // description is still being set.
+      this.inbox = this.inbox
+        .then(() => (this.finished ? undefined : this.#receive(parsed)))
+        .catch((error) => console.warn("consultation: handling a message failed", error));
     };
     socket.onclose = (close) => {
       if (this.socket !== socket) return;
@@ -217,7 +228,8 @@ export class Consultation extends EventTarget {
       case "ice_restart":
         return this.#relayed(m);
       case "error":
-        if (!m.in_reply_to && REFUSALS.has(m.code)) this.refusal = m.code;
+        // A refusal of the connection or of the join: the close that follows is final.
+        if (!this.seated && REFUSALS.has(m.code)) this.refusal = m.code;
         this.#emit("problem", { code: m.code, message: m.message });
         return;
       default:
@@ -256,7 +268,9 @@ export class Consultation extends EventTarget {
 
   #connectPeer(seat, polite) {
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
-    const peer = { pc, polite, makingOffer: false, ignoreOffer: false, stream: new MediaStream(), disconnectedTimer: null };
+    const peer = {
+      pc, polite, makingOffer: false, ignoreOffer: false, settingRemoteAnswer: false, stream: new MediaStream(), disconnectedTimer: null,
+    };
     this.peers.set(seat, peer);
     for (const track of this.localStream.getTracks()) pc.addTrack(track, this.localStream);
 
@@ -284,7 +298,10 @@ export class Consultation extends EventTarget {
           sdp_mline_index: c.sdpMLineIndex, username_fragment: c.usernameFragment,
         });
       } else if (!c) {
-        this.#send({ type: "end_of_candidates", to: seat });
+        // Name the ICE generation, so a late end marker of an old one (after a restart)
+        // is not applied to the new one.
+        const ufrag = /a=ice-ufrag:(\S+)/.exec(pc.localDescription?.sdp ?? "")?.[1];
+        this.#send({ type: "end_of_candidates", to: seat, ...(ufrag ? { username_fragment: ufrag } : {}) });
       }
     };
     const restartIce = () => this.restartIce(seat);
@@ -315,10 +332,18 @@ export class Consultation extends EventTarget {
     if (!peer) return;
     const { pc } = peer;
     if (m.type === "offer" || m.type === "answer") {
-      const collision = m.type === "offer" && (peer.makingOffer || pc.signalingState !== "stable");
+      // W3C perfect negotiation: an offer collides unless we are stable (or only
+      // finishing setting an answer) and not making an offer of our own.
+      const readyForOffer = !peer.makingOffer && (pc.signalingState === "stable" || peer.settingRemoteAnswer);
+      const collision = m.type === "offer" && !readyForOffer;
       peer.ignoreOffer = !peer.polite && collision;
       if (peer.ignoreOffer) return; // impolite: our own offer stands
-      await pc.setRemoteDescription({ type: m.type, sdp: m.sdp }); // polite: implicit rollback
+      peer.settingRemoteAnswer = m.type === "answer";
+      try {
+        await pc.setRemoteDescription({ type: m.type, sdp: m.sdp }); // polite: implicit rollback
+      } finally {
+        peer.settingRemoteAnswer = false;
+      }
       if (m.type === "offer") {
         await pc.setLocalDescription();
         this.#send({ type: "answer", to: m.from, sdp: pc.localDescription.sdp });
@@ -354,9 +379,15 @@ export class Consultation extends EventTarget {
 
   /** Call quality toward `seat`, from getStats: what the indicator shows. */
   async quality(seat) {
-    const pc = this.peerConnection(seat);
-    if (!pc) return null;
-    const stats = await pc.getStats();
+    const peer = this.peers.get(seat);
+    if (!peer || peer.pc.connectionState === "closed") return null;
+    const { pc } = peer;
+    let stats;
+    try {
+      stats = await pc.getStats();
+    } catch {
+      return null; // closed meanwhile
+    }
     let framesDecoded = 0;
     let packetsLost = 0;
     let packetsReceived = 0;
@@ -373,7 +404,6 @@ export class Consultation extends EventTarget {
         rttMs = s.currentRoundTripTime * 1000;
       }
     });
-    const peer = this.peers.get(seat);
     const now = performance.now();
     let kbps = null;
     if (peer.lastBytes !== undefined) kbps = ((bytesReceived - peer.lastBytes) * 8) / (now - peer.lastAt);

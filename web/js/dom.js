@@ -103,6 +103,35 @@ export async function busy(button, action) {
   }
 }
 
+/**
+ * Runs work nobody clicked for (a live refresh, a timer), or a small action that should
+ * not clear a message the person has not read yet: failures are shown, but an error
+ * already on screen stays.
+ */
+export async function background(action, button) {
+  if (button) button.disabled = true;
+  try {
+    return await action();
+  } catch (error) {
+    showError(error);
+    return undefined;
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
+/**
+ * Wraps a loader so that only the latest call renders: a slow response that returns
+ * after a newer one is dropped instead of painting stale data over fresh.
+ */
+export function latestOnly(load) {
+  let generation = 0;
+  return async (...args) => {
+    const mine = ++generation;
+    return load(() => mine === generation, ...args);
+  };
+}
+
 /** The browser's time zone, e.g. "Europe/Berlin". */
 export function browserZone() {
   return Intl.DateTimeFormat().resolvedOptions().timeZone;

@@ -5,7 +5,8 @@
 
 import { get, post, request } from "./api.js";
 import {
-  browserZone, busy, dayKey, field, formatDateTime, formatDay, formatTime, h, newKey, replace, statusBadge, announce,
+  announce, background, browserZone, busy, dayKey, field, formatDateTime, formatDay, formatTime, h, latestOnly, newKey, replace,
+  statusBadge,
 } from "./dom.js";
 
 /** Appointments a patient can still act on. */
@@ -44,9 +45,16 @@ export async function renderPatientHome(main, ctx) {
 
   const providers = new Map((await get("/v1/providers")).items.map((p) => [p.id, p]));
   const reminders = h("ul", { class: "reminders", id: "reminders" });
-  const appointmentsList = h("div", { id: "appointments", "aria-live": "polite" });
+  const appointmentsList = h("div", { id: "appointments" });
   const booking = h("section", { class: "card", "aria-labelledby": "book-title", id: "booking" });
-  const state = { notifications: new Map(), rescheduling: null, watchedProvider: null };
+  const state = {
+    notifications: new Map(),
+    appointments: new Map(), // id → the latest view of it (its version for If-Match)
+    types: new Map(), // type id → appointment type (for its cancellation cutoff)
+    rescheduling: null,
+    watchedProvider: null,
+    appointmentsStale: false,
+  };
 
   replace(
     main,
@@ -65,28 +73,48 @@ export async function renderPatientHome(main, ctx) {
         h(
           "li",
           { class: "reminder", dataset: { id: n.id } },
-          reminderText(n, providers),
+          h("span", { id: `reminder-${n.id}` }, reminderText(n, providers)),
           " ",
           h("button", {
             type: "button",
             class: "link",
-            onclick: () => {
-              ctx.realtime.markRead(n.id);
+            "aria-describedby": `reminder-${n.id}`,
+            // Over REST rather than the socket, so it is not lost while offline.
+            onclick: (e) => background(async () => {
+              await post(`/v1/me/notifications/${n.id}/read`);
               n.read_at = new Date().toISOString();
               renderReminders();
-            },
+            }, e.currentTarget),
           }, "Dismiss"),
         ),
       ),
     );
   };
 
-  const loadAppointments = async () => {
+  /** The appointment types of the providers in `items`, for their cutoffs. */
+  const loadTypes = async (items) => {
+    const missing = [...new Set(items.filter((a) => !state.types.has(a.type_id)).map((a) => a.provider_id))];
+    await Promise.all(missing.map(async (providerId) => {
+      const { items: types } = await get(`/v1/providers/${providerId}/appointment-types`);
+      for (const t of types) state.types.set(t.id, t);
+    }));
+  };
+
+  const loadAppointments = latestOnly(async (isLatest) => {
     const since = new Date(Date.now() - 24 * 3600_000).toISOString();
     const { items } = await get(`/v1/appointments?from=${encodeURIComponent(since)}&limit=100`);
+    await loadTypes(items).catch(() => {}); // without them, the server still enforces the cutoff
+    if (!isLatest()) return;
+    for (const a of items) state.appointments.set(a.id, a);
     const change = nextRoomChange(items);
     clearTimeout(state.roomTimer);
-    if (change !== null) state.roomTimer = ctx.later(Math.min(change - Date.now() + 250, 2 ** 31 - 1), () => busy(null, loadAppointments));
+    if (change !== null) state.roomTimer = ctx.later(Math.min(change - Date.now() + 250, 2 ** 31 - 1), () => background(loadAppointments));
+    // Someone is typing a cancellation reason: do not take the form away from them.
+    if (appointmentsList.querySelector("form")) {
+      state.appointmentsStale = true;
+      return;
+    }
+    state.appointmentsStale = false;
     const active = items.filter((a) => ACTIVE.has(a.status));
     const past = items.filter((a) => !ACTIVE.has(a.status));
     if (items.length === 0) {
@@ -98,59 +126,59 @@ export async function renderPatientHome(main, ctx) {
       h("ul", { class: "appointments" }, active.map((a) => appointmentItem(a))),
       past.length ? h("details", {}, h("summary", {}, `Earlier and cancelled (${past.length})`), h("ul", { class: "appointments" }, past.map((a) => appointmentItem(a)))) : null,
     );
+  });
+
+  /** Whether the patient may still cancel or move `a` themselves (the type's cutoff). */
+  const changeable = (a) => {
+    const cutoff = state.types.get(a.type_id)?.cancellation_cutoff_minutes ?? 0;
+    return Date.now() <= Date.parse(a.starts_at) - cutoff * 60_000;
   };
 
   const appointmentItem = (a) => {
     const provider = providers.get(a.provider_id);
+    const whenId = `when-${a.id}`;
     const actions = h("div", { class: "actions" });
     const item = h(
       "li",
       { class: "appointment", dataset: { id: a.id, status: a.status } },
-      h("p", { class: "when" }, formatDateTime(a.starts_at)),
-      h("p", {}, provider?.display_name ?? "Provider", " · ", a.modality === "video" ? "Video" : "In person", " ", statusBadge(a.status)),
+      h("p", { class: "when", id: whenId }, formatDateTime(a.starts_at), " with ", provider?.display_name ?? "your provider"),
+      h("p", {}, a.modality === "video" ? "Video" : "In person", " ", statusBadge(a.status)),
       a.reason ? h("p", { class: "reason" }, "Reason: ", a.reason) : null,
       actions,
     );
-    const etag = `"${a.version}"`;
+    // Every action button names its appointment to screen readers.
+    const action = (label, onclick, extra = {}) =>
+      actions.append(h("button", { type: "button", "aria-describedby": whenId, onclick, ...extra }, label));
+    const latest = () => state.appointments.get(a.id) ?? a;
     if (roomOpen(a)) {
-      actions.append(h("button", { type: "button", class: "primary", onclick: () => ctx.navigate(`#/consult/${a.id}`) }, "Join video consultation"));
+      action("Join video consultation", () => ctx.navigate(`#/consult/${a.id}`), { class: "primary" });
     }
     if (a.status === "booked") {
-      actions.append(
-        h("button", {
-          type: "button",
-          onclick: (e) => busy(e.currentTarget, async () => {
-            await request("POST", `/v1/appointments/${a.id}/check-in`, { etag, key: newKey() });
-            announce("Checked in.");
-            await loadAppointments();
-          }),
-        }, "Check in"),
-      );
+      action("Check in", (e) => busy(e.currentTarget, async () => {
+        await request("POST", `/v1/appointments/${a.id}/check-in`, { etag: `"${latest().version}"`, key: newKey() });
+        announce("Checked in.");
+        await loadAppointments();
+      }));
     }
     if (a.status === "pending" || a.status === "proposed") {
-      actions.append(
-        h("button", {
-          type: "button",
-          class: "primary",
-          onclick: (e) => busy(e.currentTarget, async () => {
-            await request("POST", `/v1/appointments/${a.id}/confirm`, { etag, key: newKey() });
-            await loadAppointments();
-          }),
-        }, "Confirm"),
-      );
+      action("Confirm", (e) => busy(e.currentTarget, async () => {
+        await request("POST", `/v1/appointments/${a.id}/confirm`, { etag: `"${latest().version}"`, key: newKey() });
+        announce("Booked.");
+        await loadAppointments();
+      }), { class: "primary" });
     }
     if (a.status === "booked" || a.status === "pending") {
-      actions.append(
-        h("button", {
-          type: "button",
-          onclick: () => {
-            state.rescheduling = a;
-            renderBooking(a.provider_id, a.type_id);
-            booking.scrollIntoView({ behavior: "smooth" });
-          },
-        }, "Reschedule"),
-      );
-      actions.append(h("button", { type: "button", class: "danger", onclick: () => showCancel(a, item) }, "Cancel"));
+      if (changeable(a)) {
+        action("Reschedule", () => {
+          state.rescheduling = a.id;
+          renderBooking(a.provider_id, a.type_id);
+          booking.scrollIntoView({ behavior: "smooth" });
+          booking.querySelector("h2")?.focus();
+        });
+        action("Cancel", () => showCancel(a, item), { class: "danger" });
+      } else {
+        actions.append(h("p", { class: "hint" }, "It is too late to change this appointment online. Please contact the clinic."));
+      }
     }
     return item;
   };
@@ -159,18 +187,24 @@ export async function renderPatientHome(main, ctx) {
     if (item.querySelector("form")) return;
     const reason = h("textarea", { rows: 2, maxLength: 500, required: true });
     const key = newKey();
+    const closeForm = () => {
+      form.remove();
+      if (state.appointmentsStale) background(loadAppointments);
+    };
     const form = h(
       "form",
       { class: "inline-form" },
       field("Why are you cancelling? (only your care team sees it)", reason),
       h("button", { type: "submit", class: "danger" }, "Cancel appointment"),
-      h("button", { type: "button", onclick: () => form.remove() }, "Keep it"),
+      h("button", { type: "button", onclick: closeForm }, "Keep it"),
     );
     form.addEventListener("submit", (e) => {
       e.preventDefault();
       busy(form.querySelector("button[type=submit]"), async () => {
-        await request("POST", `/v1/appointments/${a.id}/cancel`, { etag: `"${a.version}"`, key, body: { reason: reason.value.trim() } });
+        const current = state.appointments.get(a.id) ?? a;
+        await request("POST", `/v1/appointments/${a.id}/cancel`, { etag: `"${current.version}"`, key, body: { reason: reason.value.trim() } });
         announce("Appointment cancelled.");
+        form.remove();
         await loadAppointments();
       });
     });
@@ -179,7 +213,7 @@ export async function renderPatientHome(main, ctx) {
   };
 
   const renderBooking = async (providerId, typeId) => {
-    const rescheduling = state.rescheduling;
+    const rescheduling = state.rescheduling ? state.appointments.get(state.rescheduling) : null;
     const providerSelect = h(
       "select",
       { id: "provider-select", disabled: !!rescheduling },
@@ -187,10 +221,10 @@ export async function renderPatientHome(main, ctx) {
       [...providers.values()].map((p) => h("option", { value: p.id, selected: p.id === providerId }, `${p.display_name}${p.specialty ? ` (${p.specialty})` : ""}`)),
     );
     const typeSelect = h("select", { id: "type-select", disabled: true }, h("option", { value: "" }, "Choose a provider first"));
-    const slotsArea = h("div", { id: "slots", "aria-live": "polite" });
+    const slotsArea = h("div", { id: "slots" });
     replace(
       booking,
-      h("h2", { id: "book-title" }, rescheduling ? `Choose a new time (now ${formatDateTime(rescheduling.starts_at)})` : "Book an appointment"),
+      h("h2", { id: "book-title", tabindex: "-1" }, rescheduling ? `Choose a new time (now ${formatDateTime(rescheduling.starts_at)})` : "Book an appointment"),
       h("p", { class: "hint" }, `Times are shown in your time zone, ${browserZone()}.`),
       field("Provider", providerSelect),
       field("Type of visit", typeSelect),
@@ -198,23 +232,27 @@ export async function renderPatientHome(main, ctx) {
       rescheduling ? h("button", { type: "button", onclick: () => { state.rescheduling = null; renderBooking(); } }, "Keep the current time") : null,
     );
 
-    const loadTypes = async () => {
+    const loadTypesOf = async () => {
       const id = providerSelect.value;
       watchProvider(id);
       replace(slotsArea);
       if (!id) return;
       const { items } = await get(`/v1/providers/${id}/appointment-types`);
+      for (const t of items) state.types.set(t.id, t);
       replace(typeSelect, items.length ? null : h("option", { value: "" }, "No visit types offered"), items.map((t) =>
         h("option", { value: t.id, selected: t.id === typeId }, `${t.name} (${t.duration_minutes} min, ${t.modality === "video" ? "video" : "in person"})`)));
       typeSelect.disabled = items.length === 0 || !!rescheduling;
       if (items.length) await loadSlots();
     };
-    const loadSlots = async () => {
+    const loadSlots = latestOnly(async (isLatest) => {
       const provider = providerSelect.value;
       const type = typeSelect.value;
       if (!provider || !type) return;
       const { slots } = await get(`/v1/providers/${provider}/slots?type=${type}`);
+      if (!isLatest() || !slotsArea.isConnected) return;
       state.reloadSlots = loadSlots;
+      // Keep keyboard focus on the same time when the list is rebuilt.
+      const focused = document.activeElement?.closest?.("#slots") ? document.activeElement.dataset.startsAt : undefined;
       if (slots.length === 0) {
         replace(slotsArea, h("p", { class: "empty" }, "No free times in the next 7 days."));
         return;
@@ -244,7 +282,15 @@ export async function renderPatientHome(main, ctx) {
           ),
         ),
       );
-    };
+      if (focused) {
+        const again = slotsArea.querySelector(`button[data-starts-at="${focused}"]`);
+        if (again) again.focus();
+        else {
+          announce("The time you were on was just taken.");
+          slotsArea.querySelector("button.slot")?.focus();
+        }
+      }
+    });
     const confirmSlot = (provider, type, slot) => {
       const reason = h("textarea", { id: "reason", rows: 3, maxLength: 1000 });
       const key = newKey(); // one key per decision: a retry of this form books once
@@ -255,14 +301,16 @@ export async function renderPatientHome(main, ctx) {
         h("p", {}, h("strong", {}, formatDateTime(slot.starts_at)), ` with ${providers.get(provider)?.display_name ?? "your provider"}`),
         rescheduling ? null : field("Reason for your visit (optional, only your care team sees it)", reason),
         submit,
-        h("button", { type: "button", onclick: () => loadSlots() }, "Choose another time"),
+        h("button", { type: "button", onclick: () => background(loadSlots) }, "Choose another time"),
       );
       form.addEventListener("submit", (e) => {
         e.preventDefault();
         busy(submit, async () => {
           if (rescheduling) {
+            // The version of the appointment as the list shows it now.
+            const current = state.appointments.get(rescheduling.id) ?? rescheduling;
             await request("POST", `/v1/appointments/${rescheduling.id}/reschedule`, {
-              etag: `"${rescheduling.version}"`, key, body: { starts_at: slot.starts_at },
+              etag: `"${current.version}"`, key, body: { starts_at: slot.starts_at },
             });
             state.rescheduling = null;
             announce("Your appointment was moved.");
@@ -280,9 +328,9 @@ export async function renderPatientHome(main, ctx) {
       (rescheduling ? submit : reason).focus();
     };
 
-    providerSelect.addEventListener("change", () => busy(null, loadTypes));
+    providerSelect.addEventListener("change", () => busy(null, loadTypesOf));
     typeSelect.addEventListener("change", () => busy(null, loadSlots));
-    if (providerSelect.value) await busy(null, loadTypes);
+    if (providerSelect.value) await busy(null, loadTypesOf);
   };
 
   // Follow the chosen provider's free/busy changes, so a time someone else takes
@@ -294,11 +342,17 @@ export async function renderPatientHome(main, ctx) {
     if (providerId) ctx.realtime.follow(`provider:${providerId}:slots`);
   };
 
+  const loadNotifications = async () => {
+    const { items } = await get("/v1/me/notifications?unread=true&limit=50");
+    for (const n of items) state.notifications.set(n.id, n);
+    renderReminders();
+  };
+
   ctx.on("notifications", ({ detail: items }) => {
     for (const n of items) state.notifications.set(n.id, n);
     renderReminders();
   });
-  ctx.on("resync", () => busy(null, async () => {
+  ctx.on("resync", () => background(async () => {
     await loadAppointments();
     await loadNotifications();
   }));
@@ -308,18 +362,12 @@ export async function renderPatientHome(main, ctx) {
       renderReminders();
       announce(reminderText(message.data, providers));
     } else if (message.event.startsWith("appointment.")) {
-      busy(null, loadAppointments);
+      background(loadAppointments);
     } else if (message.event.startsWith("slot.") || message.event === "availability.changed") {
       // A time went or came back: refresh the list unless the patient is confirming.
-      if (!document.querySelector("#slots form") && state.reloadSlots) busy(null, state.reloadSlots);
+      if (!document.querySelector("#slots form") && state.reloadSlots) background(state.reloadSlots);
     }
   });
-
-  const loadNotifications = async () => {
-    const { items } = await get("/v1/me/notifications?unread=true&limit=50");
-    for (const n of items) state.notifications.set(n.id, n);
-    renderReminders();
-  };
 
   await Promise.all([loadAppointments(), loadNotifications()]);
   await renderBooking(providers.size === 1 ? [...providers.keys()][0] : undefined);

@@ -3,10 +3,15 @@
 // patient), and clinical notes: write a draft, then sign it.
 
 import { get, post, request } from "./api.js";
-import { announce, busy, field, formatDateTime, formatTime, h, replace, statusBadge } from "./dom.js";
+import { announce, background, busy, field, formatDateTime, formatTime, h, latestOnly, replace, statusBadge } from "./dom.js";
 import { nextRoomChange, roomOpen } from "./patient.js";
 
 const patientNames = new Map(); // patient id → display name (each first read is audited)
+
+/** Forgets the names read so far: the next provider to sign in reads (and is audited) anew. */
+export function forgetPatientNames() {
+  patientNames.clear();
+}
 
 /** A patient's name, read from their record (the read is audited by the server). */
 export async function patientName(patientId) {
@@ -25,7 +30,7 @@ function startOfToday() {
 
 /** Renders the provider's day into `main`; `ctx` as for the patient's home. */
 export async function renderProviderHome(main, ctx) {
-  const waiting = h("ul", { class: "waiting-room", id: "waiting-room", "aria-live": "polite" });
+  const waiting = h("ul", { class: "waiting-room", id: "waiting-room" });
   const calendar = h("ol", { class: "calendar", id: "calendar" });
   const from = startOfToday();
   const to = new Date(from.getTime() + 24 * 3600_000);
@@ -43,13 +48,22 @@ export async function renderProviderHome(main, ctx) {
   }
 
   let roomTimer = null;
-  const load = async () => {
+  let waitingBefore = null; // ids in the waiting room at the last render
+  const load = latestOnly(async (isLatest) => {
     const { items } = await get(`/v1/appointments?from=${encodeURIComponent(from.toISOString())}&to=${encodeURIComponent(to.toISOString())}&limit=100`);
     await Promise.all([...new Set(items.map((a) => a.patient_id))].map((id) => patientName(id).catch(() => null)));
+    if (!isLatest()) return;
     const change = nextRoomChange(items);
     clearTimeout(roomTimer);
-    if (change !== null) roomTimer = ctx.later(Math.min(change - Date.now() + 250, 2 ** 31 - 1), () => busy(null, load));
+    if (change !== null) roomTimer = ctx.later(Math.min(change - Date.now() + 250, 2 ** 31 - 1), () => background(load));
     const arrived = items.filter((a) => a.status === "arrived");
+    // Say who arrived, rather than making screen readers re-read the whole list.
+    if (waitingBefore) {
+      for (const a of arrived.filter((a) => !waitingBefore.has(a.id))) {
+        announce(`${patientNames.get(a.patient_id) ?? "A patient"} is in the waiting room.`);
+      }
+    }
+    waitingBefore = new Set(arrived.map((a) => a.id));
     replace(
       waiting,
       arrived.length === 0
@@ -58,10 +72,10 @@ export async function renderProviderHome(main, ctx) {
             h(
               "li",
               { class: "waiting", dataset: { id: a.id } },
-              h("strong", {}, patientNames.get(a.patient_id) ?? "A patient"),
-              ` is waiting for their ${formatTime(a.starts_at)} appointment. `,
+              h("span", { id: `waiting-${a.id}` }, h("strong", {}, patientNames.get(a.patient_id) ?? "A patient"),
+                ` is waiting for their ${formatTime(a.starts_at)} appointment. `),
               roomOpen(a)
-                ? h("button", { type: "button", class: "primary", onclick: () => ctx.navigate(`#/consult/${a.id}?admit=1`) }, "Admit and start video")
+                ? h("button", { type: "button", class: "primary", "aria-describedby": `waiting-${a.id}`, onclick: () => ctx.navigate(`#/consult/${a.id}?admit=1`) }, "Admit and start video")
                 : null,
             ),
           ),
@@ -74,29 +88,27 @@ export async function renderProviderHome(main, ctx) {
             h(
               "li",
               { class: "appointment", dataset: { id: a.id, status: a.status } },
-              h("p", { class: "when" }, `${formatTime(a.starts_at)}–${formatTime(a.ends_at)}`),
-              h("p", {}, patientNames.get(a.patient_id) ?? "Patient", " ", statusBadge(a.status)),
+              h("p", { class: "when", id: `when-${a.id}` }, `${formatTime(a.starts_at)}–${formatTime(a.ends_at)}, ${patientNames.get(a.patient_id) ?? "patient"}`),
+              h("p", {}, statusBadge(a.status)),
               a.reason ? h("p", { class: "reason" }, "Reason: ", a.reason) : null,
               h(
                 "div",
                 { class: "actions" },
-                roomOpen(a) ? h("button", { type: "button", onclick: () => ctx.navigate(`#/consult/${a.id}`) }, "Open consultation") : null,
-                h("button", { type: "button", onclick: () => ctx.navigate(`#/notes/${a.patient_id}/${a.id}`) }, "Notes"),
+                roomOpen(a) ? h("button", { type: "button", "aria-describedby": `when-${a.id}`, onclick: () => ctx.navigate(`#/consult/${a.id}`) }, "Open consultation") : null,
+                h("button", { type: "button", "aria-describedby": `when-${a.id}`, onclick: () => ctx.navigate(`#/notes/${a.patient_id}/${a.id}`) }, "Notes"),
               ),
             ),
           ),
     );
-  };
+  });
 
   // The waiting room: the queue topic carries check-ins and status changes of this
   // provider's appointments as they commit.
   ctx.realtime.follow(`provider:${ctx.me.provider_id}:queue`);
   ctx.on("event", ({ detail: message }) => {
-    if (!message.event.startsWith("appointment.")) return;
-    if (message.data?.status === "arrived") announce("A patient is in the waiting room.");
-    busy(null, load);
+    if (message.event.startsWith("appointment.")) background(load);
   });
-  ctx.on("resync", () => busy(null, load));
+  ctx.on("resync", () => background(load));
   await load();
 }
 

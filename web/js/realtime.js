@@ -61,12 +61,15 @@ export class Realtime extends EventTarget {
       this.#retry();
       return;
     }
+    if (this.stopped) return; // stopped while the ticket was on its way
     const params = new URLSearchParams({ ticket });
     if (this.lastSeq !== null) params.set("resume_from", String(this.lastSeq));
     if (this.topics.length) params.set("topics", this.topics.join(","));
     const socket = new WebSocket(wsUrl(`/v1/ws?${params}`), "carewire.v1");
     this.socket = socket;
-    socket.onmessage = (message) => this.#receive(message.data);
+    socket.onmessage = (message) => {
+      if (this.socket === socket) this.#receive(message.data);
+    };
     socket.onclose = (close) => {
       if (this.socket !== socket) return;
       this.socket = null;
@@ -100,6 +103,10 @@ export class Realtime extends EventTarget {
       case "welcome":
         this.retryMs = RETRY_MIN_MS;
         if (this.lastSeq === null) this.lastSeq = message.seq;
+        // Topics followed while this socket was being set up are not in its URL.
+        for (const topic of this.topics) {
+          if (!message.topics?.includes(topic)) this.#sendIfOpen({ type: "subscribe", id: `s-${Date.now()}`, topic });
+        }
         this.#state("live");
         break;
       case "event":
@@ -137,8 +144,5 @@ export class Realtime extends EventTarget {
     if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
   }
 
-  /** Marks a notification read (over the socket; the server acknowledges). */
-  markRead(notificationId) {
-    this.#sendIfOpen({ type: "read", id: `r-${Date.now()}`, notification_id: notificationId });
-  }
+
 }
