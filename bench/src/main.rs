@@ -19,6 +19,7 @@ mod records;
 mod report;
 mod scheduling;
 mod server;
+mod web;
 
 use std::time::Duration;
 
@@ -95,6 +96,18 @@ enum Scenario {
         #[arg(long, default_value_t = 16.0)]
         rate: f64,
     },
+    /// The browser client: each file fetched in full and revalidated (304) with
+    /// concurrent clients against `GET /healthz`, in the same run; whole page loads,
+    /// first and return visits.
+    Web {
+        /// Seconds per case.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, default_value_t = 300)]
+        page_loads: usize,
+    },
     /// Scheduling: bookings per second with concurrent clients on distinct slots
     /// against pgbench running the same transaction's writes (the floor), in the same
     /// run; slot search over 30 days with 500 bookings against none.
@@ -123,6 +136,11 @@ fn main() -> anyhow::Result<()> {
             rate,
         } => consult::run(rooms, seconds, candidates, rate),
         Scenario::Scheduling { seconds, clients } => scheduling::run(seconds, clients),
+        Scenario::Web {
+            seconds,
+            clients,
+            page_loads,
+        } => web::run(seconds, clients, page_loads),
         Scenario::Realtime {
             connections,
             watchers,
