@@ -69,6 +69,25 @@ pub struct Seeded {
     pub created: Vec<&'static str>,
 }
 
+/// Audits a change to what the provider offers (`resource` `id`) and tells anyone
+/// watching the provider's slots to fetch them again, as the API does.
+fn availability_changed(
+    conn: &mut PgConnection,
+    action: Code,
+    resource: &'static str,
+    id: Uuid,
+    provider_id: Uuid,
+) -> anyhow::Result<()> {
+    audit::record(conn, &event(action, Code::new(resource), purpose::OPERATIONS, id))?;
+    outbox::emit_for_provider(
+        conn,
+        outbox::kind::AVAILABILITY_CHANGED,
+        provider_id,
+        json!({ "provider_id": provider_id }),
+    )?;
+    Ok(())
+}
+
 /// Weekly hours that cover every minute: per day, 00:00–12:00 and 12:00–00:00 (an end
 /// not after its start runs to the next day). One window per day cannot do it: the API
 /// refuses a window whose end equals its start.
@@ -214,21 +233,7 @@ fn seed_in(
             .map(|(i, w)| w.parse(i))
             .collect::<Result<Vec<_>, _>>()?;
         availability::replace_weekly(conn, provider_id, &windows)?;
-        audit::record(
-            conn,
-            &event(
-                action::UPDATE,
-                Code::new("availability"),
-                purpose::OPERATIONS,
-                provider_id,
-            ),
-        )?;
-        outbox::emit_for_provider(
-            conn,
-            outbox::kind::AVAILABILITY_CHANGED,
-            provider_id,
-            json!({ "provider_id": provider_id }),
-        )?;
+        availability_changed(conn, action::UPDATE, "availability", provider_id, provider_id)?;
         created.push("availability");
     }
 
@@ -239,21 +244,7 @@ fn seed_in(
         Some(t) => t.id,
         None => {
             let t = providers::create_type(conn, provider_id, &visit_type().validated()?)?;
-            audit::record(
-                conn,
-                &event(
-                    action::CREATE,
-                    Code::new("appointment_type"),
-                    purpose::OPERATIONS,
-                    t.id,
-                ),
-            )?;
-            outbox::emit_for_provider(
-                conn,
-                outbox::kind::AVAILABILITY_CHANGED,
-                provider_id,
-                json!({ "provider_id": provider_id }),
-            )?;
+            availability_changed(conn, action::CREATE, "appointment_type", t.id, provider_id)?;
             created.push("appointment_type");
             t.id
         }

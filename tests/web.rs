@@ -630,7 +630,7 @@ async fn a_patient_and_a_provider_complete_a_video_consultation_in_two_browsers(
     let run = async {
         let mut last = String::new();
         while let Some(line) = from_script.next_line().await.unwrap() {
-            println!("{line}");
+            eprintln!("{line}");
             if let Some(due) = line.strip_prefix("REMINDER_DUE ") {
                 // The booked visit's 1-minute reminder becomes due now (not late).
                 let due: Value = serde_json::from_str(due).unwrap();
