@@ -13,13 +13,14 @@
 
 import { mkdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
 const BASE = process.env.CAREWIRE_URL ?? "http://127.0.0.1:8080";
 const PROVIDER_EMAIL = process.env.CAREWIRE_PROVIDER_EMAIL ?? "dr.demo@carewire.test";
 const PROVIDER_PASSWORD = process.env.CAREWIRE_PROVIDER_PASSWORD;
-const SCREENSHOTS = process.env.CAREWIRE_SCREENSHOT_DIR ?? "target/browser-screenshots";
+const SCREENSHOTS = process.env.CAREWIRE_SCREENSHOT_DIR ?? fileURLToPath(new URL("../../target/browser-screenshots", import.meta.url));
 const CONSULTATION_SHOT = process.env.CAREWIRE_CONSULTATION_SCREENSHOT; // for the README
 const STEP_TIMEOUT_MS = 30_000;
 // With CAREWIRE_REMINDER_STEP=1 (tests/web.rs) the harness runs the server on a manual
