@@ -268,13 +268,17 @@ try {
   log("ICE restarted through the server");
 
   // --- Mute and camera toggles change what is sent.
-  await patient.getByRole("button", { name: "Mute microphone" }).click();
+  const mute = patient.getByRole("button", { name: "Mute microphone" });
+  await mute.click();
   check(await patient.evaluate(() => document.querySelector("video.local-video").srcObject.getAudioTracks().every((t) => !t.enabled)), "muting disables the microphone track");
-  check((await patient.getByRole("button", { name: "Unmute microphone" }).getAttribute("aria-pressed")) === "true", "the mute button is pressed");
-  await patient.getByRole("button", { name: "Unmute microphone" }).click();
-  await provider.getByRole("button", { name: "Turn camera off" }).click();
+  check((await mute.getAttribute("aria-pressed")) === "true", "the mute button says it is pressed");
+  await mute.click();
+  check(await patient.evaluate(() => document.querySelector("video.local-video").srcObject.getAudioTracks().every((t) => t.enabled)), "unmuting enables the microphone track");
+  const camera = provider.getByRole("button", { name: "Turn camera off" });
+  await camera.click();
   check(await provider.evaluate(() => document.querySelector("video.local-video").srcObject.getVideoTracks().every((t) => !t.enabled)), "the camera toggle disables the video track");
-  await provider.getByRole("button", { name: "Turn camera on" }).click();
+  check((await camera.getAttribute("aria-pressed")) === "true", "the camera button says it is pressed");
+  await camera.click();
 
   // --- The patient's signaling socket drops; it resumes and media keeps flowing.
   await patient.evaluate(() => {

@@ -105,19 +105,20 @@ export async function renderCall(main, appointment, { role, peerName, admitOnArr
   };
   let admitting = false; // an admit is on its way: the button stays hidden
 
-  const toggle = (button, kind, onText, offText) => {
+  // Toggle buttons keep their label and say their state with aria-pressed (and the
+  // pressed style), as WAI-ARIA asks: a label that flips too reads as a contradiction.
+  const toggle = (button, kind, offText, onText) => {
     const tracks = stream.getTracks().filter((t) => t.kind === kind);
     button.disabled = tracks.length === 0;
     button.addEventListener("click", () => {
       const enabled = !tracks[0]?.enabled;
       for (const t of tracks) t.enabled = enabled;
       button.setAttribute("aria-pressed", String(!enabled));
-      button.textContent = enabled ? onText : offText;
-      announce(enabled ? `${kind === "audio" ? "Microphone" : "Camera"} on` : `${kind === "audio" ? "Microphone muted" : "Camera off"}`);
+      announce(enabled ? onText : offText);
     });
   };
-  toggle(muteButton, "audio", "Mute microphone", "Unmute microphone");
-  toggle(cameraButton, "video", "Turn camera off", "Turn camera on");
+  toggle(muteButton, "audio", "Microphone muted", "Microphone on");
+  toggle(cameraButton, "video", "Camera off", "Camera on");
 
   admitButton.addEventListener("click", () => {
     admitting = true;
