@@ -27,10 +27,13 @@ function navigate(hash) {
 
 /** What each view gets: who is signed in, the live connection, navigation. */
 function context() {
+  const id = renderId;
   return {
     me,
     realtime,
     navigate,
+    /** Whether this view is still the one on screen (after an await, it may not be). */
+    isCurrent: () => id === renderId,
     on(type, handler) {
       realtime.addEventListener(type, handler);
       viewListeners.push([type, handler]);

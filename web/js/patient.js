@@ -44,6 +44,7 @@ export async function renderPatientHome(main, ctx) {
   if (!ctx.me.patient_id) return renderDetailsForm(main, ctx);
 
   const providers = new Map((await get("/v1/providers")).items.map((p) => [p.id, p]));
+  if (!ctx.isCurrent()) return;
   const reminders = h("ul", { class: "reminders", id: "reminders" });
   const appointmentsList = h("div", { id: "appointments" });
   const booking = h("section", { class: "card", "aria-labelledby": "book-title", id: "booking" });

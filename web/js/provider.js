@@ -115,6 +115,7 @@ export async function renderProviderHome(main, ctx) {
 /** A patient's notes for one appointment: list, write a draft, sign. */
 export async function renderNotes(main, ctx, patientId, appointmentId) {
   const [name, appointment] = await Promise.all([patientName(patientId), get(`/v1/appointments/${appointmentId}`)]);
+  if (!ctx.isCurrent()) return;
   const list = h("ul", { class: "notes", id: "notes" });
   const fields = {
     subjective: h("textarea", { rows: 3, maxLength: 20000 }),
