@@ -91,6 +91,8 @@ const pages = {};
 const consoleErrors = [];
 /** Console errors a step provokes on purpose, each allowed once: [page, pattern]. */
 const expectedConsoleErrors = [];
+/** Warnings (the client logs failed negotiation steps as warnings), shown on failure. */
+const consoleWarnings = [];
 
 async function open(name, options) {
   const context = await browser.newContext({ locale: "en-US", ...options });
@@ -98,6 +100,7 @@ async function open(name, options) {
   const page = await context.newPage();
   page.setDefaultTimeout(STEP_TIMEOUT_MS);
   page.on("console", (m) => {
+    if (m.type() === "warning") consoleWarnings.push(`${name}: ${m.text()}`);
     if (m.type() !== "error") return;
     const expected = expectedConsoleErrors.findIndex(([page, pattern]) => page === name && pattern.test(m.text()));
     if (expected >= 0) expectedConsoleErrors.splice(expected, 1);
@@ -142,7 +145,16 @@ async function waitForMedia(page, seat, minFrames, what) {
     if (last.state === "connected" && last.frames > minFrames && last.playing) return last;
     await page.waitForTimeout(250);
   }
-  throw new Error(`${what}: no remote video (last seen ${JSON.stringify(last)})`);
+  const detail = await page.evaluate((seat) => {
+    const pc = window.carewire?.consultation?.peerConnection(seat);
+    if (!pc) return null;
+    const count = (sdp) => (sdp?.match(/a=candidate/g) ?? []).length;
+    return { signaling: pc.signalingState, gathering: pc.iceGatheringState, ice: pc.iceConnectionState,
+      local: pc.localDescription?.type, localCandidates: count(pc.localDescription?.sdp), remote: pc.remoteDescription?.type,
+      remoteCandidates: count(pc.remoteDescription?.sdp), localUfrag: /a=ice-ufrag:(\S+)/.exec(pc.localDescription?.sdp ?? "")?.[1],
+      transceivers: pc.getTransceivers().map((t) => `${t.mid}:${t.direction}/${t.currentDirection}`) };
+  }, seat).catch(() => null);
+  throw new Error(`${what}: no remote video (last seen ${JSON.stringify(last)}; ${JSON.stringify(detail)})`);
 }
 
 let summary = { ok: false };
@@ -294,6 +306,24 @@ try {
   check((await callState(patient, "provider")).state === "connected", "the patient's peer connection survived the drop");
   log("resumed after a drop; frames", afterDrop.frames);
 
+  // --- The patient reloads the page mid-call: a new browser session joins the held
+  // seat afresh (resumed: false), the provider drops the old peer connection, and both
+  // negotiate a new one at once (glare, settled by perfect negotiation).
+  const providerPcBefore = await provider.evaluate(() => {
+    window.__oldPc = window.carewire.consultation.peerConnection("patient");
+    return !!window.__oldPc;
+  });
+  await patient.reload();
+  await until(patient, () => document.getElementById("call-phase")?.dataset.phase === "in_call", null, "the reloaded patient back in the call");
+  const rejoined = await waitForMedia(patient, "provider", 0, "patient side after reloading");
+  await until(provider, () => {
+    const pc = window.carewire.consultation.peerConnection("patient");
+    return pc && pc !== window.__oldPc && pc.connectionState === "connected" && window.__oldPc.connectionState === "closed";
+  }, null, "the provider's new peer connection");
+  check(providerPcBefore, "the provider had a peer connection before the reload");
+  await waitForMedia(provider, "patient", 0, "provider side after the patient reloaded");
+  log("renegotiated after a reload; frames", rejoined.frames);
+
   // --- The provider ends the call: both see it end, the appointment is fulfilled.
   await provider.getByRole("button", { name: "End consultation" }).click();
   await until(patient, () => document.getElementById("call-phase")?.dataset.reason === "ended", null, "the patient to see the end");
@@ -351,6 +381,7 @@ try {
   summary = { ok: false, error: error.message };
   console.error(error);
   if (consoleErrors.length) console.error("page console errors:\n" + consoleErrors.join("\n"));
+  if (consoleWarnings.length) console.error("page console warnings:\n" + consoleWarnings.join("\n"));
   mkdirSync(SCREENSHOTS, { recursive: true });
   for (const [name, page] of Object.entries(pages)) {
     const path = join(SCREENSHOTS, `${name}.png`);

@@ -21,6 +21,11 @@ import { wsTicket, wsUrl } from "./api.js";
 const PROTOCOL = "carewire.consult.v1";
 const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 10_000;
+/**
+ * How long the polite side waits for the impolite side's first offer before making
+ * its own (the impolite side may have no camera or microphone, and so nothing to offer).
+ */
+const FIRST_OFFER_WAIT_MS = 2_000;
 /** How long a peer may stay `disconnected` before we restart ICE. */
 const DISCONNECTED_GRACE_MS = 4_000;
 /** Close codes after which reconnecting would be wrong. */
@@ -270,6 +275,7 @@ export class Consultation extends EventTarget {
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
     const peer = {
       pc, polite, makingOffer: false, ignoreOffer: false, settingRemoteAnswer: false, stream: new MediaStream(), disconnectedTimer: null,
+      heardFrom: false, firstOfferTimer: null,
     };
     this.peers.set(seat, peer);
     for (const track of this.localStream.getTracks()) pc.addTrack(track, this.localStream);
@@ -280,7 +286,7 @@ export class Consultation extends EventTarget {
       peer.stream = stream;
       this.#emit("track", { seat, stream });
     };
-    pc.onnegotiationneeded = async () => {
+    const offer = async () => {
       try {
         peer.makingOffer = true;
         await pc.setLocalDescription();
@@ -290,6 +296,21 @@ export class Consultation extends EventTarget {
       } finally {
         peer.makingOffer = false;
       }
+    };
+    pc.onnegotiationneeded = () => {
+      // Both sides add their tracks at once when a call starts, so both want to offer.
+      // Perfect negotiation settles that glare, but Chromium sometimes never gathers
+      // ICE candidates after rolling back an offer it was still making (seen in our
+      // browser test, about one call in six). So the first offer is the impolite
+      // side's: the polite side waits for it, and only offers itself if none comes.
+      // After that first exchange, both negotiate freely.
+      if (peer.polite && !peer.heardFrom) {
+        peer.firstOfferTimer ??= setTimeout(() => {
+          if (!peer.heardFrom && pc.signalingState === "stable" && pc.connectionState !== "closed") offer();
+        }, FIRST_OFFER_WAIT_MS);
+        return;
+      }
+      offer();
     };
     pc.onicecandidate = ({ candidate: c }) => {
       if (c && c.candidate) {
@@ -322,6 +343,7 @@ export class Consultation extends EventTarget {
     const peer = this.peers.get(seat);
     if (!peer) return;
     clearTimeout(peer.disconnectedTimer);
+    clearTimeout(peer.firstOfferTimer);
     peer.pc.close();
     this.peers.delete(seat);
     this.#emit("peer-state", { seat, state: "closed" });
@@ -332,6 +354,8 @@ export class Consultation extends EventTarget {
     if (!peer) return;
     const { pc } = peer;
     if (m.type === "offer" || m.type === "answer") {
+      peer.heardFrom = true;
+      clearTimeout(peer.firstOfferTimer);
       // W3C perfect negotiation: an offer collides unless we are stable (or only
       // finishing setting an answer) and not making an offer of our own.
       const readyForOffer = !peer.makingOffer && (pc.signalingState === "stable" || peer.settingRemoteAnswer);
