@@ -3,7 +3,8 @@
 //! channel both ways, restart ICE and keep talking; glare settles; a dropped socket
 //! resumes within the grace period and is reported gone after it; the door refuses the
 //! wrong people at the wrong time; bad input gets its code and the room keeps working;
-//! the appointment moves to arrived and fulfilled, and every step is audited.
+//! the appointment moves to arrived and fulfilled, and every step is audited; signing
+//! out or a disabled account closes the socket (4401, 4403) and frees the seat.
 
 #![allow(clippy::unwrap_used, reason = "tests unwrap: a panic is a failed assertion")]
 
@@ -755,4 +756,48 @@ async fn two_instances_hold_one_room_and_a_participant_may_resume_on_either() {
     );
     patient_peer.close().await;
     provider_peer.close().await;
+}
+
+/// The next frame of type `kind` on a raw socket, skipping the others.
+async fn next_of_type(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let frame = next_json(ws).await;
+        if frame["type"] == kind {
+            return frame;
+        }
+    }
+}
+
+#[tokio::test]
+async fn signing_out_or_a_disabled_account_ends_the_consultation_socket_and_frees_the_seat() {
+    let v = visit(&[]).await;
+    let (mut patient_ws, _) = join(&v.app, &v.patient, &v.appointment, None).await;
+    let (mut provider_ws, joined) = join(&v.app, &v.clinic.provider, &v.appointment, None).await;
+    assert_eq!(joined["participants"][0]["seat"], "patient", "{joined}");
+
+    // The patient signs out (from any client): their consultation closes with 4401,
+    // and the provider sees them leave at once rather than after the grace period.
+    let res = v
+        .app
+        .post_as("/v1/auth/logout", &v.patient.tokens.access, &json!({}))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(close_code(&mut patient_ws).await, Some(4401));
+    let left = next_of_type(&mut provider_ws, "peer_left").await;
+    assert_eq!(
+        (&left["seat"], &left["reason"]),
+        (&json!("patient"), &json!("left"))
+    );
+
+    // An admin disables the provider's account: their socket closes with 4403.
+    let res = v
+        .app
+        .post_as(
+            &format!("/v1/admin/users/{}/disable", v.clinic.provider.id),
+            &v.clinic.admin.tokens.access,
+            &json!({}),
+        )
+        .await;
+    assert!(res.status().is_success(), "{}", res.status());
+    assert_eq!(close_code(&mut provider_ws).await, Some(4403));
 }

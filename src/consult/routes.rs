@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
 use http::header::HeaderMap;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::{self, Message};
 use uuid::Uuid;
 use warp::Filter;
@@ -31,6 +31,7 @@ use crate::http::edge::UpgradeSlot;
 use crate::http::query::{self, Query};
 use crate::http::websocket::{self, Handshake, Socket, close};
 use crate::http::{RequestContext, reply, request_context, with_state};
+use crate::realtime::hub::Closing;
 use crate::scheduling::appointments;
 use crate::state::AppState;
 
@@ -254,6 +255,9 @@ async fn enter(
         return close(socket, 1011, "room unavailable").await;
     };
     metrics::gauge!("consult_connections").increment(1.0);
+    // An account's socket closes when its session ends (4401) or the account is
+    // disabled (4403), as the gateway's do: signing out ends the call too.
+    let mut session = caller.map(|c| (c.account_id, state.hub.watch_session(c.account_id, c.session_id)));
     // A room on another instance answers every ping; silence for a whole heartbeat
     // timeout means its owner is gone, and the client should reconnect to the room's
     // next owner.
@@ -262,6 +266,13 @@ async fn enter(
     let mut watchdog = tokio::time::interval(silence / 3);
     loop {
         tokio::select! {
+            ended = session_ended(&mut session) => {
+                // Give the seat up at once, as a `leave` would: the others see the
+                // participant leave now rather than after the reconnect grace period.
+                let _ = room.frame(SESSION_LEAVE.to_owned()).await;
+                close(socket, ended.code, ended.reason).await;
+                break;
+            }
             _ = watchdog.tick(), if room.is_remote() => {
                 if heard_from_room.elapsed() > silence {
                     room.disconnected(&state.consult).await;
@@ -316,5 +327,29 @@ async fn enter(
             },
         }
     }
+    if let Some((account, (id, _))) = session {
+        state.hub.unwatch_session(account, id);
+    }
     metrics::gauge!("consult_connections").decrement(1.0);
+}
+
+/// What the room is told when a participant's session ends under it.
+const SESSION_LEAVE: &str = r#"{"type":"leave","id":"session-ended"}"#;
+
+/// A watched session: the account, and the hub's watcher id and receiver.
+type SessionWatch = (Uuid, (u64, watch::Receiver<Option<Closing>>));
+
+/// Resolves when the watched session ends; never for a guest (no session).
+async fn session_ended(session: &mut Option<SessionWatch>) -> Closing {
+    let Some((_, (_, control))) = session else {
+        return std::future::pending().await;
+    };
+    loop {
+        if let Some(closing) = *control.borrow_and_update() {
+            return closing;
+        }
+        if control.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }

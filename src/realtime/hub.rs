@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use uuid::Uuid;
 
 use super::protocol::ServerMessage;
 use super::stream::StreamEvent;
@@ -45,10 +46,19 @@ struct Peer {
     control: watch::Sender<Option<Closing>>,
 }
 
+/// A socket outside the gateway (a consultation) that must close when its session
+/// ends or its account is disabled: it hears those control events and nothing else.
+struct SessionWatcher {
+    session: Uuid,
+    control: watch::Sender<Option<Closing>>,
+}
+
 struct Inner {
     cursor: i64,
     peers: HashMap<u64, Peer>,
     routes: HashMap<Key, HashSet<u64>>,
+    /// Account → watcher id → watcher.
+    watchers: HashMap<Uuid, HashMap<u64, SessionWatcher>>,
 }
 
 #[derive(Debug)]
@@ -89,6 +99,7 @@ impl Hub {
                 cursor: 0,
                 peers: HashMap::new(),
                 routes: HashMap::new(),
+                watchers: HashMap::new(),
             }),
             next_id: AtomicU64::new(1),
             queue: queue.max(1),
@@ -176,6 +187,30 @@ impl Hub {
         metrics::gauge!("ws_connections").set(inner.peers.len() as f64);
     }
 
+    /// Watches one session of `account`: the receiver gets a [`Closing`] when the
+    /// session ends (4401) or the account is disabled (4403). Returns the id to
+    /// [`Hub::unwatch_session`] with.
+    pub fn watch_session(&self, account: Uuid, session: Uuid) -> (u64, watch::Receiver<Option<Closing>>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (control, rx) = watch::channel(None);
+        self.lock()
+            .watchers
+            .entry(account)
+            .or_default()
+            .insert(id, SessionWatcher { session, control });
+        (id, rx)
+    }
+
+    pub fn unwatch_session(&self, account: Uuid, id: u64) {
+        let mut inner = self.lock();
+        if let Some(watchers) = inner.watchers.get_mut(&account) {
+            watchers.remove(&id);
+            if watchers.is_empty() {
+                inner.watchers.remove(&account);
+            }
+        }
+    }
+
     /// Tells every connection to close.
     pub fn close_all(&self, closing: Closing) {
         for peer in self.lock().peers.values() {
@@ -206,6 +241,11 @@ impl Hub {
                         && session.is_none_or(|s| s == peer.identity.session_id)
                     {
                         let _ = peer.control.send(Some(Closing { code, reason }));
+                    }
+                }
+                for watcher in inner.watchers.get(&account).into_iter().flat_map(HashMap::values) {
+                    if session.is_none_or(|s| s == watcher.session) {
+                        let _ = watcher.control.send(Some(Closing { code, reason }));
                     }
                 }
                 continue;

@@ -17,6 +17,7 @@ const CLOSE_TEXT = {
   left: "You left the consultation.",
   replaced: "You joined this consultation from another window, so this one was disconnected.",
   signed_out: "Your session ended. Please sign in again.",
+  account_disabled: "Your account has been disabled. Please contact the clinic.",
   UNAUTHORIZED: "This consultation is not yours to join.",
   NOT_IN_WINDOW: "The consultation room is not open now. It opens shortly before the appointment and closes a while after it.",
   STATE_MISMATCH: "This appointment cannot be joined as a video consultation (it may be cancelled or already completed).",

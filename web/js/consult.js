@@ -28,8 +28,14 @@ const RETRY_MAX_MS = 10_000;
 const FIRST_OFFER_WAIT_MS = 2_000;
 /** How long a peer may stay `disconnected` before we restart ICE. */
 const DISCONNECTED_GRACE_MS = 4_000;
-/** Close codes after which reconnecting would be wrong. */
-const FINAL_CLOSE_CODES = new Set([1000, 1008, 4001]);
+/** Close codes after which reconnecting would be wrong, and what they mean. */
+const FINAL_CLOSE_CODES = new Map([
+  [1000, null], // ended, left or refused: the reason came before the close
+  [1008, null],
+  [4001, "replaced"],
+  [4401, "signed_out"],
+  [4403, "account_disabled"],
+]);
 /** Refusals the server sends before closing with 1008. */
 const REFUSALS = new Set(["UNAUTHORIZED", "NOT_IN_WINDOW", "STATE_MISMATCH", "ROOM_FULL", "GUEST_LINK_INVALID"]);
 
@@ -159,7 +165,7 @@ export class Consultation extends EventTarget {
       clearInterval(this.pingTimer);
       if (this.finished) return;
       if (FINAL_CLOSE_CODES.has(close.code)) {
-        this.#finish(close.code === 4001 ? "replaced" : this.refusal ?? "closed");
+        this.#finish(FINAL_CLOSE_CODES.get(close.code) ?? this.refusal ?? "closed");
       } else {
         this.#retry();
       }
