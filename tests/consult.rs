@@ -801,3 +801,37 @@ async fn signing_out_or_a_disabled_account_ends_the_consultation_socket_and_free
     assert!(res.status().is_success(), "{}", res.status());
     assert_eq!(close_code(&mut provider_ws).await, Some(4403));
 }
+
+#[tokio::test]
+async fn a_video_appointment_says_when_its_room_is_open_as_configured() {
+    let v = visit(&[
+        ("CAREWIRE_CONSULT_OPENS_BEFORE_MINUTES", "5"),
+        ("CAREWIRE_CONSULT_CLOSES_AFTER_MINUTES", "10"),
+    ])
+    .await;
+    for who in [&v.patient, &v.clinic.provider] {
+        let res = v
+            .app
+            .get_as(&format!("/v1/appointments/{}", v.appointment), &who.tokens.access)
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let appointment: Value = res.json().await.unwrap();
+        let at = |field: &str| -> DateTime<Utc> { appointment[field].as_str().unwrap().parse().unwrap() };
+        let room = &appointment["consultation"];
+        let opens: DateTime<Utc> = room["opens_at"].as_str().unwrap().parse().unwrap();
+        let closes: DateTime<Utc> = room["closes_at"].as_str().unwrap().parse().unwrap();
+        assert_eq!(opens, at("starts_at") - Duration::minutes(5), "{appointment}");
+        assert_eq!(closes, at("ends_at") + Duration::minutes(10), "{appointment}");
+    }
+    // The server keeps to what it announced: a minute before the room opens, joining
+    // is refused; at the opening minute it is not.
+    v.clock.set(v.starts_at - Duration::minutes(6));
+    let mut ws = open(&v.app, Some(&v.patient.tokens.access), &v.appointment, "")
+        .await
+        .unwrap();
+    let refused = next_json(&mut ws).await;
+    assert_eq!(refused["code"], "NOT_IN_WINDOW", "{refused}");
+    v.clock.set(v.starts_at - Duration::minutes(5));
+    let (_ws, joined) = join(&v.app, &v.patient, &v.appointment, None).await;
+    assert_eq!(joined["seat"], "patient");
+}

@@ -21,6 +21,16 @@ pub struct Window {
     pub closes_after: Duration,
 }
 
+impl Window {
+    /// When the room of an appointment running from `starts_at` to `ends_at` is open.
+    pub fn around(&self, starts_at: DateTime<Utc>, ends_at: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+        (
+            starts_at - chrono::Duration::from_std(self.opens_before).unwrap_or_default(),
+            ends_at + chrono::Duration::from_std(self.closes_after).unwrap_or_default(),
+        )
+    }
+}
+
 /// The appointment, as far as admission cares.
 #[derive(Debug, Clone, Copy)]
 pub struct Appointment<'a> {
@@ -99,8 +109,7 @@ pub fn admit(
             "not_booked",
         ));
     }
-    let opens = a.starts_at - chrono::Duration::from_std(window.opens_before).unwrap_or_default();
-    let closes = a.ends_at + chrono::Duration::from_std(window.closes_after).unwrap_or_default();
+    let (opens, closes) = window.around(a.starts_at, a.ends_at);
     if now < opens || now > closes {
         return Err(refuse(
             ErrorCode::NotInWindow,

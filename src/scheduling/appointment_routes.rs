@@ -300,7 +300,13 @@ pub(crate) fn create(state: &AppState) -> BoxedFilter<(Response,)> {
                             DetailValue::Code(Code::parse(row.status.clone()).unwrap_or(Code::new("booked"))),
                         ),
                     )?;
-                    let view = appointments::view(&state.crypto, &row, provider.tz(), true)?;
+                    let view = appointments::view(
+                        &state.crypto,
+                        &row,
+                        provider.tz(),
+                        true,
+                        &state.settings.consult.window,
+                    )?;
                     answer(StatusCode::CREATED, &view)
                 })
                 .await
@@ -418,7 +424,13 @@ async fn list_handler(
                             tz
                         }
                     };
-                    views.push(appointments::view(&state.crypto, row, tz, false)?);
+                    views.push(appointments::view(
+                        &state.crypto,
+                        row,
+                        tz,
+                        false,
+                        &state.settings.consult.window,
+                    )?);
                 }
                 Ok(views)
             })
@@ -455,7 +467,13 @@ pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
                             let tz = providers::get(conn, row.provider_id)?
                                 .map(|p| p.tz())
                                 .unwrap_or(chrono_tz::UTC);
-                            Ok(appointments::view(&state.crypto, &row, tz, true)?)
+                            Ok(appointments::view(
+                                &state.crypto,
+                                &row,
+                                tz,
+                                true,
+                                &state.settings.consult.window,
+                            )?)
                         }))
                     })
                     .await;
@@ -562,7 +580,7 @@ fn apply_change(
         .unwrap_or(chrono_tz::UTC);
     answer(
         StatusCode::OK,
-        &appointments::view(&state.crypto, &updated, tz, true)?,
+        &appointments::view(&state.crypto, &updated, tz, true, &state.settings.consult.window)?,
     )
 }
 
@@ -804,7 +822,13 @@ pub(crate) fn reschedule(state: &AppState) -> BoxedFilter<(Response,)> {
                     )?;
                     answer(
                         StatusCode::OK,
-                        &appointments::view(&state.crypto, &updated, provider.tz(), true)?,
+                        &appointments::view(
+                            &state.crypto,
+                            &updated,
+                            provider.tz(),
+                            true,
+                            &state.settings.consult.window,
+                        )?,
                     )
                 })
                 .await

@@ -503,9 +503,22 @@ pub struct AppointmentView {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancellation: Option<CancellationView>,
+    /// For a video appointment: when its consultation room is open
+    /// (`CAREWIRE_CONSULT_OPENS_BEFORE_MINUTES` before the start to
+    /// `CAREWIRE_CONSULT_CLOSES_AFTER_MINUTES` after the end). Joining outside it is
+    /// refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consultation: Option<RoomHours>,
     pub version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// When a consultation room is open.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+pub struct RoomHours {
+    pub opens_at: DateTime<Utc>,
+    pub closes_at: DateTime<Utc>,
 }
 
 impl std::fmt::Debug for AppointmentView {
@@ -535,12 +548,14 @@ pub struct CancellationView {
     pub at: Option<DateTime<Utc>>,
 }
 
-/// The view; with `detail`, the sealed reason fields are opened.
+/// The view; with `detail`, the sealed reason fields are opened. `room` is when
+/// consultation rooms open and close around their appointments.
 pub fn view(
     crypto: &Crypto,
     row: &AppointmentRow,
     tz: chrono_tz::Tz,
     detail: bool,
+    room: &crate::consult::admission::Window,
 ) -> Result<AppointmentView, CryptoError> {
     let open = |sealed: &Option<Vec<u8>>, ctx: FieldContext| -> Result<Option<String>, CryptoError> {
         match sealed {
@@ -569,6 +584,10 @@ pub fn view(
             }),
             None => None,
         },
+        consultation: (row.modality == "video").then(|| {
+            let (opens_at, closes_at) = room.around(row.starts_at, row.ends_at);
+            RoomHours { opens_at, closes_at }
+        }),
         version: row.version,
         created_at: row.created_at,
         updated_at: row.updated_at,

@@ -11,9 +11,9 @@ import {
 
 /** Appointments a patient can still act on. */
 const ACTIVE = new Set(["pending", "proposed", "booked", "arrived"]);
-/** The consultation room's window, as the server's defaults have it. */
-const ROOM_OPENS_BEFORE_MS = 15 * 60_000;
-const ROOM_CLOSES_AFTER_MS = 30 * 60_000;
+
+/** A video appointment that can still be joined: its room's hours, from the server. */
+const joinable = (a) => a.modality === "video" && (a.status === "booked" || a.status === "arrived") && a.consultation;
 
 /**
  * When `roomOpen` next changes for any of `appointments` (a room opens or closes), so
@@ -21,18 +21,18 @@ const ROOM_CLOSES_AFTER_MS = 30 * 60_000;
  */
 export function nextRoomChange(appointments, now = Date.now()) {
   const times = appointments
-    .filter((a) => a.modality === "video" && (a.status === "booked" || a.status === "arrived"))
-    .flatMap((a) => [Date.parse(a.starts_at) - ROOM_OPENS_BEFORE_MS, Date.parse(a.ends_at) + ROOM_CLOSES_AFTER_MS + 1])
+    .filter(joinable)
+    .flatMap((a) => [Date.parse(a.consultation.opens_at), Date.parse(a.consultation.closes_at) + 1])
     .filter((t) => t > now);
   return times.length ? Math.min(...times) : null;
 }
 
+/** Whether `appointment`'s consultation room is open now (as the server will decide). */
 export function roomOpen(appointment, now = Date.now()) {
   return (
-    appointment.modality === "video" &&
-    (appointment.status === "booked" || appointment.status === "arrived") &&
-    now >= Date.parse(appointment.starts_at) - ROOM_OPENS_BEFORE_MS &&
-    now <= Date.parse(appointment.ends_at) + ROOM_CLOSES_AFTER_MS
+    !!joinable(appointment) &&
+    now >= Date.parse(appointment.consultation.opens_at) &&
+    now <= Date.parse(appointment.consultation.closes_at)
   );
 }
 
