@@ -126,7 +126,36 @@ pub async fn appointment_status(state: &AppState, facts: &RoomFacts, requested: 
         RequestedStatus::Fulfilled => (Transition::Complete, Some(facts.provider_id), Role::Provider),
     };
     let id = facts.appointment;
-    let outcome = state
+    // A failure here is the database's (a busy pool, a dropped connection), and losing
+    // the change would leave a visit that took place unfulfilled: retry a few times. A
+    // retry after a commit that did happen finds the status already moved and changes
+    // nothing.
+    let mut outcome = Err(Error::internal("not attempted"));
+    for wait_ms in [0, 100, 300, 900] {
+        tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+        outcome = change_status(state, id, transition, actor_id, role).await;
+        if outcome.is_ok() {
+            break;
+        }
+    }
+    match outcome {
+        Ok(Some(status)) => tracing::info!(appointment = %id, status, "consultation moved the appointment"),
+        Ok(None) => tracing::debug!(appointment = %id, "appointment status left as it was"),
+        Err(e) => {
+            tracing::error!(error = %e, appointment = %id, "the consultation could not update the appointment")
+        }
+    }
+}
+
+/// One attempt at moving appointment `id` through `transition` for the room.
+async fn change_status(
+    state: &AppState,
+    id: uuid::Uuid,
+    transition: Transition,
+    actor_id: Option<uuid::Uuid>,
+    role: Role,
+) -> Result<Option<String>, Error> {
+    state
         .with_db(move |conn, state| {
             conn.transaction::<_, Error, _>(|conn| {
                 let Some(row) = appointments::load_for_update(conn, id)? else {
@@ -167,12 +196,5 @@ pub async fn appointment_status(state: &AppState, facts: &RoomFacts, requested: 
                 Ok(Some(updated.status))
             })
         })
-        .await;
-    match outcome {
-        Ok(Some(status)) => tracing::info!(appointment = %id, status, "consultation moved the appointment"),
-        Ok(None) => tracing::debug!(appointment = %id, "appointment status left as it was"),
-        Err(e) => {
-            tracing::error!(error = %e, appointment = %id, "the consultation could not update the appointment")
-        }
-    }
+        .await
 }
