@@ -88,11 +88,23 @@ export function errorMessage(error) {
   return error.message || String(error);
 }
 
-/** Runs an async action from a button, disabling it meanwhile and reporting failures. */
+/**
+ * Runs an async action someone asked for with `button` (disabled meanwhile): the last
+ * error on screen is cleared first, and a failure is shown.
+ */
 export async function busy(button, action) {
+  hideError();
+  return background(action, button);
+}
+
+/**
+ * Runs work nobody clicked for (a live refresh, a timer), or a small action that should
+ * not clear a message the person has not read yet: failures are shown, but an error
+ * already on screen stays. `button`, if given, is disabled meanwhile.
+ */
+export async function background(action, button) {
   const wasDisabled = button?.disabled;
   if (button) button.disabled = true;
-  hideError();
   try {
     return await action();
   } catch (error) {
@@ -100,23 +112,6 @@ export async function busy(button, action) {
     return undefined;
   } finally {
     if (button) button.disabled = wasDisabled;
-  }
-}
-
-/**
- * Runs work nobody clicked for (a live refresh, a timer), or a small action that should
- * not clear a message the person has not read yet: failures are shown, but an error
- * already on screen stays.
- */
-export async function background(action, button) {
-  if (button) button.disabled = true;
-  try {
-    return await action();
-  } catch (error) {
-    showError(error);
-    return undefined;
-  } finally {
-    if (button) button.disabled = false;
   }
 }
 
