@@ -368,6 +368,28 @@ try {
   check((await provider.locator(".participants li").count()) === 0, "the signed-out patient is not in the room");
   log("signing out left the room and released the camera");
 
+  // --- A provider whose camera and microphone fail still sees the patient. With
+  // nothing to send the provider makes no offer, so the patient (polite) offers after
+  // waiting for one.
+  await provider.addInitScript(() => {
+    navigator.mediaDevices.getUserMedia = async () => {
+      throw new DOMException("no camera or microphone here", "NotFoundError");
+    };
+  });
+  await provider.reload();
+  await until(provider, () => document.getElementById("call-phase")?.textContent.includes("Waiting for your patient"), null, "the provider back in the empty room");
+  check(/No camera or microphone/.test(await provider.getByRole("alert").textContent()), "the provider is told the camera is missing");
+  check(await provider.getByRole("button", { name: "Mute microphone" }).isDisabled(), "no microphone to mute");
+  await patient.getByLabel("Email").fill(email);
+  await patient.getByLabel("Password").fill("correct horse battery staple 42");
+  await patient.getByRole("button", { name: "Sign in" }).click();
+  await patient.locator(`#appointments li.appointment[data-id="${secondId}"]`).getByRole("button", { name: "Join video consultation" }).click();
+  await until(patient, () => document.getElementById("call-phase")?.dataset.phase === "waiting", null, "the patient waiting again");
+  await provider.getByRole("button", { name: "Admit patient" }).click();
+  const oneWay = await waitForMedia(provider, "patient", 0, "a provider without a camera, watching the patient");
+  check((await callState(patient, "provider")).state === "connected", "the patient's side connects too");
+  log("a provider without media sees the patient; frames", oneWay.frames);
+
   check(accessibilityProblems.length === 0, `no serious accessibility problems (axe-core):\n${accessibilityProblems.join("\n")}`);
   check(consoleErrors.length === 0, `no errors in the pages' consoles:\n${consoleErrors.join("\n")}`);
   summary = {
