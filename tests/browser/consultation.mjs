@@ -275,7 +275,12 @@ try {
     const now = /a=ice-ufrag:(\S+)/.exec(pc.remoteDescription?.sdp ?? "")?.[1];
     return now && now !== old && pc.signalingState === "stable" && pc.connectionState === "connected";
   }, ["provider", providerUfrag], "the restarted ICE session on the patient's side");
-  check((await ufrag(provider, "patient")) !== patientUfrag, "the patient answered the restart with new ICE credentials");
+  // The patient's answer (with its own new credentials) may still be on its way.
+  await until(provider, ([seat, old]) => {
+    const pc = window.carewire.consultation.peerConnection(seat);
+    const now = /a=ice-ufrag:(\S+)/.exec(pc.remoteDescription?.sdp ?? "")?.[1];
+    return now && now !== old && pc.signalingState === "stable";
+  }, ["patient", patientUfrag], "the patient's answer with new ICE credentials on the provider's side");
   await waitForMedia(patient, "provider", patientSide.frames, "patient side after the ICE restart");
   log("ICE restarted through the server");
 
@@ -387,7 +392,7 @@ try {
   await until(patient, () => document.getElementById("call-phase")?.dataset.phase === "waiting", null, "the patient waiting again");
   await provider.getByRole("button", { name: "Admit patient" }).click();
   const oneWay = await waitForMedia(provider, "patient", 0, "a provider without a camera, watching the patient");
-  check((await callState(patient, "provider")).state === "connected", "the patient's side connects too");
+  await until(patient, () => window.carewire.consultation.peerConnection("provider")?.connectionState === "connected", null, "the patient's side to connect too");
   log("a provider without media sees the patient; frames", oneWay.frames);
 
   check(accessibilityProblems.length === 0, `no serious accessibility problems (axe-core):\n${accessibilityProblems.join("\n")}`);
