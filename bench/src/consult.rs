@@ -41,7 +41,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::db::ScratchDb;
 use crate::report::Samples;
-use crate::server::{self, Server};
+use crate::server::{self, Server, id_of};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -147,39 +147,12 @@ struct Visit {
     patient_token: String,
 }
 
-fn id_of(value: &Value) -> anyhow::Result<String> {
-    Ok(value["id"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("no id in {value}"))?
-        .to_owned())
-}
-
-async fn login(server: &Server, email: &str) -> anyhow::Result<String> {
-    let login: Value = server
-        .client
-        .post(format!("{}/v1/auth/login", server.base))
-        .json(&json!({ "email": email, "password": server::PASSWORD }))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(login["access_token"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("login as {email}: {login}"))?
-        .to_owned())
-}
-
 /// A patient account, signed in, with its own patient record: the token and the
 /// record's id.
 async fn patient(server: &Server, i: usize) -> anyhow::Result<(String, String)> {
-    let email = format!("patient{i}@consult.bench.test");
-    server
-        .post(
-            "/v1/admin/users",
-            &json!({ "email": email, "password": server::PASSWORD, "role": "patient" }),
-        )
+    let token = server
+        .patient_account(&format!("patient{i}@consult.bench.test"))
         .await?;
-    let token = login(server, &email).await?;
     let res = server
         .client
         .post(format!("{}/v1/patients", server.base))
@@ -210,23 +183,11 @@ async fn provider(server: &Server, n: usize) -> anyhow::Result<(String, String, 
             &json!({ "account_id": id, "display_name": format!("Dr Consult {n}"), "time_zone": "UTC" }),
         )
         .await?;
-    let windows: Vec<Value> = [
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-        "sunday",
-    ]
-    .iter()
-    .map(|day| json!({ "weekday": day, "start": "00:00", "end": "23:59" }))
-    .collect();
     server
         .send(
             reqwest::Method::PUT,
             &format!("/v1/providers/{id}/availability/weekly"),
-            &json!({ "windows": windows }),
+            &server::all_day_hours(),
         )
         .await?;
     let kind = server
@@ -235,7 +196,7 @@ async fn provider(server: &Server, n: usize) -> anyhow::Result<(String, String, 
             &json!({ "name": "Video visit", "duration_minutes": 15, "modality": "video", "booking_horizon_days": 730 }),
         )
         .await?;
-    let token = login(server, &email).await?;
+    let token = server.login(&email).await?;
     Ok((id, id_of(&kind)?, token))
 }
 

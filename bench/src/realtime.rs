@@ -40,28 +40,6 @@ pub fn run(connections: usize, watchers: usize, reminders: usize) -> anyhow::Res
     })
 }
 
-/// A patient account signed in on `server`: its access token.
-async fn patient_token(server: &Server, email: &str) -> anyhow::Result<String> {
-    server
-        .post(
-            "/v1/admin/users",
-            &json!({ "email": email, "password": server::PASSWORD, "role": "patient" }),
-        )
-        .await?;
-    let login: Value = server
-        .client
-        .post(format!("{}/v1/auth/login", server.base))
-        .json(&json!({ "email": email, "password": server::PASSWORD }))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(login["access_token"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("login: {login}"))?
-        .to_owned())
-}
-
 async fn open(server: &Server, token: &str, query: &str) -> anyhow::Result<Ws> {
     let url = format!("{}/v1/ws?{query}", server.base.replace("http://", "ws://"));
     let mut request = url.into_client_request()?;
@@ -131,7 +109,7 @@ async fn memory(binary: &std::path::Path, n: usize) -> anyhow::Result<()> {
     };
     let db = ScratchDb::create("rt_mem")?;
     let server = Server::start(binary, &db).await?;
-    let token = patient_token(&server, "idle@bench.test").await?;
+    let token = server.patient_account("idle@bench.test").await?;
     let first = open(&server, &token, "").await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = rss_kib(server.pid())?;
@@ -153,7 +131,7 @@ async fn latency(binary: &std::path::Path, watchers: usize) -> anyhow::Result<()
     const CHANGES: usize = 200;
     let db = ScratchDb::create("rt_lat")?;
     let server = Server::start(binary, &db).await?;
-    let token = patient_token(&server, "watcher@bench.test").await?;
+    let token = server.patient_account("watcher@bench.test").await?;
     let provider = uuid::Uuid::now_v7();
     let topic = format!("topics=provider:{provider}:slots");
     let sockets = open_many(watchers, || open(&server, &token, &topic)).await?;
@@ -262,7 +240,7 @@ async fn burst(binary: &std::path::Path, reminders: usize) -> anyhow::Result<()>
             &json!({ "name": "Check-in", "duration_minutes": 15, "modality": "video" }),
         )
         .await?;
-    let patient_token = patient_token(&first, "burst@bench.test").await?;
+    let patient_token = first.patient_account("burst@bench.test").await?;
     let patient: Value = first
         .client
         .post(format!("{}/v1/patients", first.base))

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use crate::db::ScratchDb;
 use crate::report::Samples;
-use crate::server::{self, Server};
+use crate::server::{self, Server, id_of};
 
 /// Fifteen-minute slots in a 00:00–23:59 day: the last one ends at 23:45.
 const SLOTS_PER_DAY: usize = 95;
@@ -80,13 +80,6 @@ async fn patients(server: &Server, n: usize) -> anyhow::Result<Vec<String>> {
     Ok(ids)
 }
 
-fn id_of(value: &Value) -> anyhow::Result<String> {
-    Ok(value["id"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("no id in {value}"))?
-        .to_owned())
-}
-
 /// A provider in UTC, open 00:00–23:59 every day, with a 15-minute video type.
 #[derive(Clone)]
 struct Calendar {
@@ -109,23 +102,11 @@ impl Calendar {
                 &json!({ "account_id": provider, "display_name": "Dr Bench", "time_zone": "UTC" }),
             )
             .await?;
-        let windows: Vec<Value> = [
-            "monday",
-            "tuesday",
-            "wednesday",
-            "thursday",
-            "friday",
-            "saturday",
-            "sunday",
-        ]
-        .iter()
-        .map(|day| json!({ "weekday": day, "start": "00:00", "end": "23:59" }))
-        .collect();
         server
             .send(
                 Method::PUT,
                 &format!("/v1/providers/{provider}/availability/weekly"),
-                &json!({ "windows": windows }),
+                &server::all_day_hours(),
             )
             .await?;
         let kind = server

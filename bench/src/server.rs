@@ -116,17 +116,7 @@ impl Server {
             anyhow::ensure!(Instant::now() < deadline, "the server did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let login: Value = client
-            .post(format!("{base}/v1/auth/login"))
-            .json(&json!({ "email": "bench-admin@example.test", "password": PASSWORD }))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let admin_token = login["access_token"]
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("login failed: {login}"))?
-            .to_owned();
+        let admin_token = login(&client, &base, "bench-admin@example.test").await?;
         Ok(Server {
             child,
             base,
@@ -139,6 +129,21 @@ impl Server {
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Signs `email` in with the bench password: its access token.
+    pub async fn login(&self, email: &str) -> anyhow::Result<String> {
+        login(&self.client, &self.base, email).await
+    }
+
+    /// A patient account, made by the admin and signed in: its access token.
+    pub async fn patient_account(&self, email: &str) -> anyhow::Result<String> {
+        self.post(
+            "/v1/admin/users",
+            &json!({ "email": email, "password": PASSWORD, "role": "patient" }),
+        )
+        .await?;
+        self.login(email).await
     }
 
     /// POSTs JSON as the admin; the answer's JSON, or an error naming the status.
@@ -160,4 +165,45 @@ impl Server {
         anyhow::ensure!(status.is_success(), "{method} {path}: {status} {value}");
         Ok(value)
     }
+}
+
+/// Signs `email` in on `base` with the bench password: its access token.
+async fn login(client: &reqwest::Client, base: &str, email: &str) -> anyhow::Result<String> {
+    let login: Value = client
+        .post(format!("{base}/v1/auth/login"))
+        .json(&json!({ "email": email, "password": PASSWORD }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(login["access_token"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("login as {email} failed: {login}"))?
+        .to_owned())
+}
+
+/// The `id` of a created resource.
+pub fn id_of(value: &Value) -> anyhow::Result<String> {
+    Ok(value["id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no id in {value}"))?
+        .to_owned())
+}
+
+/// The body of `PUT /v1/providers/{id}/availability/weekly` for a provider open
+/// 00:00–23:59 every day.
+pub fn all_day_hours() -> Value {
+    let windows: Vec<Value> = [
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ]
+    .iter()
+    .map(|day| json!({ "weekday": day, "start": "00:00", "end": "23:59" }))
+    .collect();
+    json!({ "windows": windows })
 }
