@@ -157,6 +157,7 @@ async fn resolve_database(settings: &mut Settings) -> anyhow::Result<Option<Embe
     .await??;
     tracing::info!(
         folder = %cluster.pgdata().display(),
+        linked_from = cluster.relocation().map(|r| r.requested.display().to_string()),
         database = "carewire",
         started_now = cluster.started_here(),
         "using the embedded PostgreSQL cluster (Unix socket only; set DATABASE_URL to use another server)"

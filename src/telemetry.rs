@@ -12,11 +12,21 @@ use crate::config::{LogFormat, LogSettings};
 /// Installs the global subscriber. Returns `false` when one was already installed
 /// (tests start several servers in one process).
 pub fn init(settings: &LogSettings) -> bool {
-    init_with_writer(settings, std::io::stderr)
+    // Colours only for a person at a terminal: a log file or journald would keep the
+    // escape codes, and `grep folder=` would miss what it looks for.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    install(settings, std::io::stderr, ansi)
 }
 
-/// Like [`init`], writing to `writer` (tests capture the logs this way).
+/// Like [`init`], writing plain text to `writer` (tests capture the logs this way).
 pub fn init_with_writer<W>(settings: &LogSettings, writer: W) -> bool
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    install(settings, writer, false)
+}
+
+fn install<W>(settings: &LogSettings, writer: W, ansi: bool) -> bool
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -24,6 +34,7 @@ where
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        .with_ansi(ansi)
         .with_span_events(FmtSpan::NONE)
         .with_target(true);
     let result = match settings.format {

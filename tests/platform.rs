@@ -453,6 +453,7 @@ async fn graceful_shutdown_finishes_the_request_in_flight_and_refuses_new_ones()
 mod binary {
     //! The real `carewire` binary, as an operator runs it.
 
+    use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
@@ -587,6 +588,164 @@ mod binary {
         let second = std::fs::read_to_string(data.path().join("serve-1.log")).unwrap();
         assert!(first.contains("applied database migrations"));
         assert!(!second.contains("applied database migrations"));
+        remove_relocated_cluster(&pgdata);
+    }
+
+    fn running_as_root() -> bool {
+        let out = Command::new("id").arg("-u").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "0"
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// A folder like a root shell's home or a fresh `mktemp -d`: mode 700.
+    fn private_folder() -> tempfile::TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("cw-private")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        dir
+    }
+
+    /// As root the cluster may live under the `postgres` user's home, with `pgdata` a
+    /// link to it: remove it too.
+    fn remove_relocated_cluster(pgdata: &Path) {
+        if let Ok(target) = std::fs::read_link(pgdata)
+            && let Some(base) = target.parent()
+        {
+            let _ = std::fs::remove_dir_all(base);
+        }
+    }
+
+    #[test]
+    fn the_quick_start_serves_from_a_private_folder_without_opening_it_up() {
+        let private = private_folder();
+        let checkout = private.path().join("carewire");
+        std::fs::create_dir(&checkout).unwrap();
+        let pgdata = checkout.join(".carewire").join("pg");
+        for run in 0..2 {
+            let port = free_port();
+            let log = private.path().join(format!("serve-{run}.log"));
+            // As the quick start says: `serve` in the checkout, no DATABASE_URL, the
+            // default data folder.
+            let mut child = carewire()
+                .arg("serve")
+                .current_dir(&checkout)
+                .env("CAREWIRE_LISTEN", format!("127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            wait_ready(port, &mut child);
+            let status = terminate(&mut child);
+            let text = std::fs::read_to_string(&log).unwrap();
+            assert!(status.success(), "exit status {status}: {text}");
+            if running_as_root() && run == 0 {
+                assert!(
+                    text.contains("cannot reach the folder asked for")
+                        && text.contains(&private.path().display().to_string()),
+                    "the log should say why the cluster lives elsewhere, naming the folder in the way: {text}"
+                );
+            }
+            if running_as_root() {
+                let target = std::fs::read_link(&pgdata).expect("the data folder links to the cluster");
+                assert!(
+                    text.contains(&format!("folder={}", target.display())),
+                    "the log should say where the cluster is: {text}"
+                );
+            }
+        }
+        assert_eq!(mode_of(private.path()), 0o700, "the private folder was opened up");
+        let second = std::fs::read_to_string(private.path().join("serve-1.log")).unwrap();
+        assert!(
+            !second.contains("applied database migrations"),
+            "the second start should reuse the cluster: {second}"
+        );
+        remove_relocated_cluster(&pgdata);
+    }
+
+    #[test]
+    fn a_failed_first_start_leaves_nothing_behind() {
+        use std::os::unix::fs::PermissionsExt;
+        let private = private_folder();
+        // PostgreSQL binaries whose initdb fails, in a folder anyone can reach.
+        let bin = tempfile::Builder::new()
+            .prefix("cw-bin")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        for (name, script) in [
+            (
+                "initdb",
+                "#!/bin/sh\necho 'initdb: error: the disk is full (simulated)' >&2\nexit 1\n",
+            ),
+            ("pg_ctl", "#!/bin/sh\nexit 3\n"),
+            ("postgres", "#!/bin/sh\nexit 1\n"),
+        ] {
+            let path = bin.path().join(name);
+            std::fs::write(&path, script).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let output = carewire()
+            .arg("serve")
+            .current_dir(private.path())
+            .env("CAREWIRE_PG_BIN_DIR", bin.path())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("the disk is full (simulated)"), "{stderr}");
+        assert!(
+            !private.path().join(".carewire").exists(),
+            "the failed start left {} behind",
+            private.path().join(".carewire").display()
+        );
+        // Nor a cluster folder under the `postgres` user's home (where it goes as root).
+        let ours = private.path().display().to_string();
+        let left: Vec<PathBuf> = std::fs::read_dir("/var/lib/postgresql/carewire")
+            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| std::fs::read_to_string(p.join("origin")).is_ok_and(|o| o.contains(&ours)))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "the failed start left a cluster folder behind: {left:?}"
+        );
+    }
+
+    #[test]
+    fn a_cluster_the_postgres_user_cannot_reach_is_named_with_the_folder_in_the_way() {
+        if !running_as_root() {
+            return; // Only root hands the cluster to another user.
+        }
+        let private = private_folder();
+        // An existing cluster folder (not empty): never replaced by a new one elsewhere.
+        let pgdata = private.path().join(".carewire").join("pg");
+        std::fs::create_dir_all(&pgdata).unwrap();
+        std::fs::write(pgdata.join("PG_VERSION"), "15\n").unwrap();
+        let output = carewire()
+            .arg("serve")
+            .current_dir(private.path())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("{} (mode 0700", private.path().display())),
+            "the error should name the folder in the way and why: {stderr}"
+        );
+        assert!(stderr.contains("CAREWIRE_DATA_DIR"), "{stderr}");
+        assert!(
+            pgdata.join("PG_VERSION").exists(),
+            "the existing folder was touched"
+        );
+        assert_eq!(mode_of(private.path()), 0o700);
     }
 
     #[test]

@@ -10,7 +10,11 @@
 //! for its standard input, a pipe from us, to close.
 //!
 //! PostgreSQL refuses to run as root. When Carewire runs as root the cluster runs as
-//! the unprivileged `postgres` user, which owns the cluster folder.
+//! the unprivileged `postgres` user, which owns the cluster folder; when that user
+//! cannot reach the folder asked for, the cluster lives in one it can (see
+//! [`placement`]).
+
+mod placement;
 
 use std::fmt::Write as _;
 use std::io;
@@ -22,6 +26,9 @@ use std::process::{Child, Command, Output, Stdio};
 use diesel::Connection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
+
+pub use placement::{Blocked, Relocation};
+use placement::{Created, Placement};
 
 /// The user the cluster runs as when Carewire runs as root.
 const UNPRIVILEGED_USER: &str = "postgres";
@@ -50,6 +57,15 @@ pub enum EmbeddedError {
          set CAREWIRE_DATA_DIR to a shorter path"
     )]
     SocketPathTooLong(PathBuf),
+    #[error(
+        "the embedded cluster's folder {folder} cannot be reached by the `{UNPRIVILEGED_USER}` user it runs \
+         as: {blocked}; {advice}"
+    )]
+    Unreachable {
+        folder: PathBuf,
+        blocked: Blocked,
+        advice: String,
+    },
     #[error("{what} failed: {detail}")]
     Command { what: String, detail: String },
     #[error("cannot prepare {path}: {source}")]
@@ -83,6 +99,7 @@ impl Default for ClusterOptions {
 #[derive(Debug)]
 pub struct EmbeddedCluster {
     pgdata: PathBuf,
+    relocated: Option<Relocation>,
     bin_dir: PathBuf,
     run_as: Option<RunAs>,
     started_here: bool,
@@ -92,38 +109,59 @@ pub struct EmbeddedCluster {
 
 #[derive(Debug, Clone)]
 struct RunAs {
+    name: String,
     uid: u32,
     gid: u32,
 }
 
 impl EmbeddedCluster {
     /// Creates the cluster in `pgdata` if needed and starts it unless it already runs.
+    /// A first start that fails removes what it created.
     pub fn start(pgdata: &Path, options: ClusterOptions) -> Result<EmbeddedCluster, EmbeddedError> {
+        let requested = std::path::absolute(pgdata).map_err(|source| EmbeddedError::Io {
+            path: pgdata.to_path_buf(),
+            source,
+        })?;
+        let run_as = unprivileged_user()?;
+        let mut created = Created::default();
+        match Self::start_in(&requested, run_as, &options, &mut created) {
+            Ok(cluster) => Ok(cluster),
+            Err(e) => {
+                created.undo();
+                Err(e)
+            }
+        }
+    }
+
+    fn start_in(
+        requested: &Path,
+        run_as: Option<RunAs>,
+        options: &ClusterOptions,
+        created: &mut Created,
+    ) -> Result<EmbeddedCluster, EmbeddedError> {
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| EmbeddedError::Io { path, source }
         };
-        let run_as = unprivileged_user()?;
-        std::fs::create_dir_all(pgdata).map_err(io_err(pgdata))?;
-        let pgdata = std::path::absolute(pgdata).map_err(io_err(pgdata))?;
+        let Placement { pgdata, relocated } = placement::place(requested, run_as.as_ref(), created)?;
         if pgdata.join(".s.PGSQL.5432").as_os_str().len() > MAX_SOCKET_PATH {
             return Err(EmbeddedError::SocketPathTooLong(pgdata));
+        }
+        if let Some(Relocation {
+            requested,
+            blocked_by: Some(blocked),
+        }) = &relocated
+        {
+            tracing::warn!(
+                requested = %requested.display(),
+                folder = %pgdata.display(),
+                "the `{UNPRIVILEGED_USER}` user the embedded cluster runs as cannot reach the folder asked for \
+                 ({blocked}), so the cluster lives in a folder it owns, and the folder asked for links to it"
+            );
         }
         std::fs::set_permissions(&pgdata, std::fs::Permissions::from_mode(0o700)).map_err(io_err(&pgdata))?;
         if let Some(user) = &run_as {
             std::os::unix::fs::chown(&pgdata, Some(user.uid), Some(user.gid)).map_err(io_err(&pgdata))?;
-            // The user must be able to reach the folder: let it traverse (not list)
-            // the parent we may have just created.
-            if let Some(parent) = pgdata.parent() {
-                let mode = std::fs::metadata(parent)
-                    .map_err(io_err(parent))?
-                    .permissions()
-                    .mode();
-                if mode & 0o001 == 0 {
-                    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(mode | 0o001))
-                        .map_err(io_err(parent))?;
-                }
-            }
         }
         let existing_version = std::fs::read_to_string(pgdata.join("PG_VERSION"))
             .ok()
@@ -141,13 +179,15 @@ impl EmbeddedCluster {
         };
         let mut cluster = EmbeddedCluster {
             pgdata,
+            relocated,
             bin_dir,
             run_as,
             started_here: false,
             watchdog: None,
         };
         if existing_version.is_none() {
-            cluster.initdb(&options)?;
+            created.filling(&cluster.pgdata);
+            cluster.initdb(options)?;
         }
         if !cluster.is_running()? {
             cluster.pg_ctl_start()?;
@@ -155,6 +195,12 @@ impl EmbeddedCluster {
             cluster.watchdog = cluster.spawn_watchdog();
         }
         Ok(cluster)
+    }
+
+    /// When the cluster is not in the folder asked for: that folder (a link to
+    /// [`pgdata`](Self::pgdata)) and why.
+    pub fn relocation(&self) -> Option<&Relocation> {
+        self.relocated.as_ref()
     }
 
     /// The folder holding the cluster and its socket.
@@ -309,10 +355,20 @@ impl EmbeddedCluster {
                 .arg(&log),
         )
         .map_err(|e| match e {
-            EmbeddedError::Command { what, detail } => EmbeddedError::Command {
-                what,
-                detail: format!("{detail} (see {})", log.display()),
-            },
+            // pg_ctl only says "examine the log output": bring the log's last lines,
+            // since a failed first start removes the folder that holds it.
+            EmbeddedError::Command { what, detail } => {
+                let log_tail = std::fs::read_to_string(&log)
+                    .map(|text| {
+                        let lines: Vec<&str> = text.lines().collect();
+                        lines[lines.len().saturating_sub(8)..].join("\n")
+                    })
+                    .unwrap_or_default();
+                EmbeddedError::Command {
+                    what,
+                    detail: format!("{detail}\n{log_tail}\n(see {})", log.display()),
+                }
+            }
             other => other,
         })?;
         Ok(())
@@ -348,7 +404,15 @@ impl EmbeddedCluster {
     fn spawn_error(&self, what: &str, e: io::Error) -> EmbeddedError {
         EmbeddedError::Command {
             what: what.into(),
-            detail: format!("could not run it from {}: {e}", self.bin_dir.display()),
+            detail: format!(
+                "could not start it (binaries in {}, working folder {}{}): {e}",
+                self.bin_dir.display(),
+                self.pgdata.display(),
+                match &self.run_as {
+                    Some(user) => format!(", as `{}`", user.name),
+                    None => String::new(),
+                }
+            ),
         }
     }
 }
@@ -375,7 +439,11 @@ fn unprivileged_user() -> Result<Option<RunAs>, EmbeddedError> {
     let uid = id(&["-u", UNPRIVILEGED_USER]).and_then(|v| v.parse().ok());
     let gid = id(&["-g", UNPRIVILEGED_USER]).and_then(|v| v.parse().ok());
     match (uid, gid) {
-        (Some(uid), Some(gid)) => Ok(Some(RunAs { uid, gid })),
+        (Some(uid), Some(gid)) => Ok(Some(RunAs {
+            name: UNPRIVILEGED_USER.to_owned(),
+            uid,
+            gid,
+        })),
         _ => Err(EmbeddedError::NoUnprivilegedUser),
     }
 }
