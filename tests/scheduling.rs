@@ -790,6 +790,104 @@ async fn appointments_are_hidden_from_everyone_but_their_patient_provider_and_ad
 }
 
 #[tokio::test]
+async fn the_care_team_sees_the_reason_for_visit_in_listings_and_each_showing_is_audited() {
+    let app = TestApp::spawn().await;
+    let c = clinic(&app).await;
+    let (owner, patient_id) = patient(&app).await;
+    let other_provider = provider_with_profile(&app, &c.admin, "UTC").await;
+    let start = free_slot(&app, &c, 2).await;
+    let appt = book_ok(
+        &app,
+        &owner.tokens.access,
+        json!({ "provider_id": c.provider.id, "type_id": c.type_id, "starts_at": start, "reason": "knee pain after a fall" }),
+    )
+    .await;
+    let id = appt["id"].as_str().unwrap();
+    let reads_by = |actor: &str| {
+        count(
+            &app,
+            &format!(
+                "SELECT count(*) AS n FROM audit_events WHERE action = 'read' AND resource_type = 'appointment' \
+                 AND resource_id = '{id}' AND actor_id = '{actor}' AND patient_id = '{patient_id}'"
+            ),
+        )
+    };
+    // The patient, their provider (whose calendar it is) and admins see it in the list,
+    // as in the single read, and each showing is a read of that appointment.
+    for who in [&owner, &c.provider, &c.admin] {
+        let before = reads_by(&who.id);
+        let list: Value = app
+            .get_as("/v1/appointments", &who.tokens.access)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let item = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id)
+            .unwrap_or_else(|| panic!("{} does not see the appointment: {list}", who.email));
+        assert_eq!(item["reason"], "knee pain after a fall", "{item}");
+        assert_eq!(
+            reads_by(&who.id),
+            before + 1,
+            "the listing by {} is audited",
+            who.email
+        );
+    }
+    // A cancellation's reason shows the same way.
+    let current: Value = app
+        .get_as(&format!("/v1/appointments/{id}"), &c.provider.tokens.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let res = act(
+        &app,
+        &c.provider.tokens.access,
+        &current,
+        "cancel",
+        Some(json!({ "reason": "clinic closed for the storm" })),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let list: Value = app
+        .get_as("/v1/appointments", &owner.tokens.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["items"][0]["cancellation"]["reason"], "clinic closed for the storm",
+        "{list}"
+    );
+    // Nobody else sees it: another provider's listing is empty, and nothing public
+    // (slots, provider profiles) carries it.
+    let nosy = app
+        .get_as(
+            &format!("/v1/appointments?patient={patient_id}"),
+            &other_provider.tokens.access,
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!nosy.contains("knee pain"), "{nosy}");
+    for path in [
+        format!("/v1/providers/{}/slots?type={}", c.provider.id, c.type_id),
+        format!("/v1/providers/{}", c.provider.id),
+        "/v1/providers".to_owned(),
+    ] {
+        let body = app.get(&path).await.text().await.unwrap();
+        assert!(
+            !body.contains("knee pain") && !body.contains("storm"),
+            "{path}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn every_change_writes_its_outbox_event_and_an_appointment_makes_a_care_relationship() {
     let app = TestApp::spawn().await;
     let c = clinic(&app).await;

@@ -91,3 +91,14 @@ pub fn record(conn: &mut PgConnection, event: &AuditEvent) -> Result<(), Error> 
             Error::Internal(anyhow::Error::new(e).context("writing the audit event failed"))
         })
 }
+
+/// Records several events in the caller's transaction with one statement; fails as
+/// [`record`] does.
+pub fn record_many(conn: &mut PgConnection, events: &[AuditEvent]) -> Result<(), Error> {
+    carewire_audit::store::record_many(conn, events)
+        .map(|_| ())
+        .map_err(|e| {
+            metrics::counter!("audit_write_failures_total").increment(1);
+            Error::Internal(anyhow::Error::new(e).context("writing the audit events failed"))
+        })
+}

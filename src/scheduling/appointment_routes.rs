@@ -411,6 +411,15 @@ async fn list_handler(
                     audit_event = audit_event.patient(p);
                 }
                 audit::record(conn, &audit_event)?;
+                // The list shows each appointment's reasons (reason for visit, why it
+                // was cancelled) to the same callers the single read does, since it is
+                // scoped to their own: each one opened is a read of that appointment.
+                let opened: Vec<audit::AuditEvent> = rows
+                    .iter()
+                    .filter(|row| row.has_sealed_reason())
+                    .map(|row| event(&ctx, &caller, action::READ, row))
+                    .collect();
+                audit::record_many(conn, &opened)?;
                 let mut views = Vec::with_capacity(rows.len());
                 let mut zones = std::collections::HashMap::new();
                 for row in &rows {
@@ -428,7 +437,7 @@ async fn list_handler(
                         &state.crypto,
                         row,
                         tz,
-                        false,
+                        true,
                         &state.settings.consult.window,
                     )?);
                 }

@@ -548,6 +548,14 @@ pub struct CancellationView {
     pub at: Option<DateTime<Utc>>,
 }
 
+impl AppointmentRow {
+    /// Whether the row holds a sealed reason (for visit, or for its cancellation):
+    /// showing it is a read of patient data.
+    pub fn has_sealed_reason(&self) -> bool {
+        self.reason_enc.is_some() || self.cancellation_reason_enc.is_some()
+    }
+}
+
 /// The view; with `detail`, the sealed reason fields are opened. `room` is when
 /// consultation rooms open and close around their appointments.
 pub fn view(
