@@ -72,6 +72,36 @@ function nextLineOnStdin() {
   });
 }
 
+/** A call to the API as an outside client would make it; throws on an error status. */
+async function api(path, { method = "GET", token, body, etag, key } = {}) {
+  const headers = { accept: "application/json" };
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body) headers["content-type"] = "application/json";
+  if (etag) headers["if-match"] = etag;
+  if (key) headers["idempotency-key"] = key;
+  const res = await fetch(`${BASE}${path}`, { method, headers, body: body ? JSON.stringify(body) : undefined });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+/** A patient with a record, signed in over the API, and the demo provider's video visit. */
+async function apiPatient(email) {
+  const password = "correct horse battery staple 42";
+  await api("/v1/auth/register", { method: "POST", body: { email, password } });
+  const { access_token: token } = await api("/v1/auth/login", { method: "POST", body: { email, password } });
+  await api("/v1/patients", { method: "POST", token, body: { legal_name: { given: "Grace", family: "Hopper" }, birth_date: "1986-12-09" } });
+  const providerId = (await api("/v1/providers")).items[0].id;
+  const typeId = (await api(`/v1/providers/${providerId}/appointment-types`)).items[0].id;
+  return { token, providerId, typeId };
+}
+
+const apiBook = (who, startsAt) =>
+  api("/v1/appointments", { method: "POST", token: who.token, key: crypto.randomUUID(), body: { provider_id: who.providerId, type_id: who.typeId, starts_at: startsAt } });
+
+const apiCheckIn = (who, appointment) =>
+  api(`/v1/appointments/${appointment.id}/check-in`, { method: "POST", token: who.token, etag: `"${appointment.version}"`, key: crypto.randomUUID() });
+
 function check(condition, message) {
   if (!condition) throw new Error(`check failed: ${message}`);
 }
@@ -112,13 +142,31 @@ async function open(name, options) {
 }
 
 /** Waits until `fn` (run in the page) returns a truthy value, and returns it. */
-async function until(page, fn, arg, what) {
+async function until(page, fn, arg, what, timeout = STEP_TIMEOUT_MS) {
   try {
-    const handle = await page.waitForFunction(fn, arg, { timeout: STEP_TIMEOUT_MS, polling: 250 });
+    const handle = await page.waitForFunction(fn, arg, { timeout, polling: 250 });
     return await handle.jsonValue();
   } catch (error) {
     throw new Error(`timed out waiting for ${what}: ${error.message.split("\n")[0]}`);
   }
+}
+
+/**
+ * Picks, in the patient's time picker, the first time at least `lead` ms away: the
+ * day in the strip first, then that day's time. Returns the slot's start.
+ */
+async function pickTime(page, lead) {
+  await page.locator("#slots .day-strip button.day").first().waitFor();
+  const days = await page.locator("#slots .day-strip button.day").evaluateAll((buttons) => buttons.map((b) => b.dataset.day));
+  for (const day of days) {
+    const button = page.locator(`#slots .day-strip button.day[data-day="${day}"]`);
+    await button.click();
+    check((await button.getAttribute("aria-pressed")) === "true", `the day ${day} shows as chosen`);
+    const found = await page.evaluate((lead) =>
+      [...document.querySelectorAll("#slots button.slot")].map((b) => b.dataset.startsAt).find((t) => Date.parse(t) - Date.now() >= lead), lead);
+    if (found) return found;
+  }
+  throw new Error(`no free time at least ${lead} ms away`);
 }
 
 /** The call as the page sees it: its peer connection's state and decoded frames. */
@@ -179,11 +227,27 @@ try {
 
   await patient.locator("#slots button.slot").first().waitFor();
   await checkAccessibility(patient, "patient home with free slots");
+  // The time picker: the zone as people know it, days first, then that day's times,
+  // and the first free time one tap away. (A week of the demo's times on one page was
+  // about 670 buttons and 11,600 px on a phone.)
+  const zoneHint = await patient.locator("#zone-hint").textContent();
+  check(/Eastern (Standard|Daylight) Time \(UTC[-\u2212]0[45]:00\)/.test(zoneHint), `the zone reads as people know it (got "${zoneHint}")`);
+  const picker = await patient.evaluate(() => ({
+    buttons: document.querySelectorAll("#slots button.slot").length,
+    days: document.querySelectorAll("#slots .day-strip button.day").length,
+    height: document.documentElement.scrollHeight,
+    firstFree: document.getElementById("first-free")?.dataset.startsAt,
+    firstShown: document.querySelector("#slots button.slot")?.dataset.startsAt,
+    pressed: document.querySelector("#slots .day-strip button.day[aria-pressed=true]")?.dataset.day,
+    firstDay: document.querySelector("#slots .day-strip button.day")?.dataset.day,
+  }));
+  check(picker.days >= 7 && picker.buttons <= 24 * 4, `one day of times at a time (${JSON.stringify(picker)})`);
+  check(picker.height < 4000, `the booking page fits a phone (${picker.height} px tall)`);
+  check(picker.firstFree && picker.firstFree === picker.firstShown && picker.pressed === picker.firstDay, `the first free time is offered at the top (${JSON.stringify(picker)})`);
   // The first slot at least MIN_LEAD_MS away (one starting this instant could be gone
   // before the booking lands); its room opens 15 minutes before it starts, so at worst
-  // MIN_LEAD_MS from now.
-  const startsAt = await patient.evaluate((lead) =>
-    [...document.querySelectorAll("#slots button.slot")].map((b) => b.dataset.startsAt).find((t) => Date.parse(t) - Date.now() >= lead), MIN_LEAD_MS);
+  // MIN_LEAD_MS from now. Picked as a person would: a day, then a time.
+  const startsAt = await pickTime(patient, MIN_LEAD_MS);
   const firstSlot = patient.locator(`#slots button.slot[data-starts-at="${startsAt}"]`);
   const shown = (await firstSlot.textContent()).trim();
   const expected = new Intl.DateTimeFormat("en-US", { hour: "2-digit", minute: "2-digit", timeZone: "America/New_York" }).format(new Date(startsAt));
@@ -227,9 +291,12 @@ try {
   await provider.keyboard.press("Tab");
   await provider.keyboard.type(PROVIDER_PASSWORD);
   await provider.keyboard.press("Enter");
-  await provider.locator(`#calendar li.appointment[data-id="${appointmentId}"]`).waitFor();
+  const onCalendar = provider.locator(`#calendar li.appointment[data-id="${appointmentId}"]`);
+  await onCalendar.waitFor();
   await until(provider, () => document.getElementById("connection")?.dataset.state === "live", null, "the provider's live connection");
-  log("provider sees the booking");
+  const reasonShown = await onCalendar.locator(".reason").textContent().catch(() => "");
+  check(reasonShown.includes("Follow-up on my headaches"), `the provider's day shows the reason for visit (got "${reasonShown}")`);
+  log("provider sees the booking and its reason");
 
   // --- The patient checks in; the provider's waiting room fills without a reload,
   // even though the provider's live connection drops just before (it resumes from the
@@ -249,8 +316,17 @@ try {
   await until(patient, () => document.getElementById("call-phase")?.dataset.phase === "waiting", null, "the patient in the waiting room");
   const admittedAt = Date.now();
   await waiting.getByRole("button", { name: "Admit and start video" }).click({ timeout: MIN_LEAD_MS + STEP_TIMEOUT_MS });
-  await until(provider, () => document.getElementById("call-phase")?.dataset.phase === "in_call", null, "the provider in the call");
-  await until(patient, () => document.getElementById("call-phase")?.dataset.phase === "in_call", null, "the patient in the call");
+  // "In call" only once media flows: at that moment a remote track is live.
+  const mediaWhenInCall = (page, seat) =>
+    until(page, (seat) => {
+      if (document.getElementById("call-phase")?.dataset.phase !== "in_call") return false;
+      const pc = window.carewire.consultation.peerConnection(seat);
+      return { unmuted: !!pc && pc.getReceivers().some((r) => r.track && !r.track.muted), state: pc?.connectionState };
+    }, seat, "the call to say it is in progress");
+  for (const [page, seat] of [[provider, "patient"], [patient, "provider"]]) {
+    const seen = await mediaWhenInCall(page, seat);
+    check(seen.unmuted, `"In call" is shown only once media flows (${JSON.stringify(seen)})`);
+  }
   log("admitted");
   check(!(await provider.locator("#admit").isVisible()), "no admit button once the call has started");
 
@@ -349,13 +425,18 @@ try {
 
   // --- The patient's list shows the visit as completed.
   await patient.getByRole("link", { name: "Back to appointments" }).click();
-  await patient.locator(`li.appointment[data-id="${appointmentId}"][data-status=fulfilled]`).waitFor({ state: "attached" });
-  log("patient sees the visit completed");
+  // Still among the current appointments (its time may be ahead), with the note.
+  const completed = patient.locator(`#appointments > ul li.appointment[data-id="${appointmentId}"][data-status=fulfilled]`);
+  await completed.waitFor();
+  await completed.locator(".visit-note").waitFor();
+  const noteText = await completed.locator(".visit-note").textContent();
+  check(noteText.includes("Continue current plan") && noteText.includes("Headaches improved"), `the patient reads the signed note (got "${noteText}")`);
+  await checkAccessibility(patient, "patient home with a completed visit and its note");
+  log("patient sees the visit completed, with its note");
 
   // --- Signing out in the waiting room leaves the room and turns the camera off.
   await patient.locator("#slots button.slot").first().waitFor();
-  const secondSlot = await patient.evaluate((lead) =>
-    [...document.querySelectorAll("#slots button.slot")].map((b) => b.dataset.startsAt).find((t) => Date.parse(t) - Date.now() >= lead), MIN_LEAD_MS);
+  const secondSlot = await pickTime(patient, MIN_LEAD_MS);
   await patient.locator(`#slots button.slot[data-starts-at="${secondSlot}"]`).click();
   await patient.getByRole("button", { name: "Book this time" }).click();
   const second = patient.locator("#appointments li.appointment[data-status=booked]");
@@ -394,6 +475,70 @@ try {
   const oneWay = await waitForMedia(provider, "patient", 0, "a provider without a camera, watching the patient");
   await until(patient, () => window.carewire.consultation.peerConnection("provider")?.connectionState === "connected", null, "the patient's side to connect too");
   log("a provider without media sees the patient; frames", oneWay.frames);
+
+  // --- A call that does not come up says so: the patient's browser may only use relay
+  // candidates (and there is no TURN server), so its new peer connection never
+  // connects. The screen says it is connecting, not "In call", then gives a hint and a
+  // retry; with the network back, the retry connects.
+  await patient.addInitScript(() => {
+    const Native = window.RTCPeerConnection;
+    window.RTCPeerConnection = class extends Native {
+      constructor(config = {}) {
+        super(sessionStorage.getItem("cw-test-relay-only") ? { ...config, iceTransportPolicy: "relay" } : config);
+      }
+    };
+  });
+  await patient.evaluate(() => sessionStorage.setItem("cw-test-relay-only", "1"));
+  await patient.reload();
+  await until(patient, () => document.getElementById("call-phase")?.dataset.phase === "joining", null, "the patient connecting the video");
+  await patient.locator("#slow-hint").waitFor({ timeout: 20_000 });
+  const slowText = await patient.locator("#call-phase").textContent();
+  check(!/in call/i.test(slowText), `a call without media does not say "In call" (got "${slowText}")`);
+  check(/camera and microphone/.test(await patient.locator("#slow-hint").textContent()), "the hint names the camera permission and the network");
+  await checkAccessibility(patient, "patient's call screen while the video is slow");
+  await patient.evaluate(() => sessionStorage.removeItem("cw-test-relay-only"));
+  await patient.getByRole("button", { name: "Try again" }).click();
+  await until(patient, () => document.getElementById("call-phase")?.dataset.phase === "in_call", null, "the patient in the call after retrying");
+  check(await patient.locator("#slow-hint").isHidden(), "the hint goes once the call is up");
+  await waitForMedia(provider, "patient", 0, "the provider watching the patient after the retry");
+  log("a slow call says so and its retry connects");
+
+  // --- A provider's page left open across midnight. The page's time zone is chosen
+  // so that its midnight comes within a minute or two (an offset such as GMT+05:37),
+  // so the browser, the server and the real-time feed all keep the real time.
+  const midnight = Math.ceil((Date.now() + 50_000) / 60_000) * 60_000;
+  const utcMinutes = new Date(midnight).getUTCHours() * 60 + new Date(midnight).getUTCMinutes();
+  let offset = (1440 - utcMinutes) % 1440;
+  if (offset > 14 * 60) offset -= 1440;
+  const zone = `GMT${offset < 0 ? "-" : "+"}${String(Math.floor(Math.abs(offset) / 60)).padStart(2, "0")}:${String(Math.abs(offset) % 60).padStart(2, "0")}`;
+  const night = await open("night-provider", { timezoneId: zone, viewport: { width: 1280, height: 800 } });
+  await night.goto(BASE);
+  await night.getByLabel("Email").fill(PROVIDER_EMAIL);
+  await night.getByLabel("Password").fill(PROVIDER_PASSWORD);
+  await night.getByRole("button", { name: "Sign in" }).click();
+  await until(night, () => document.getElementById("connection")?.dataset.state === "live", null, "the night provider's live connection");
+  const dayBefore = await night.locator("#day-title").getAttribute("data-day");
+  // A patient (over the API) books the first time after the page's midnight, on the
+  // page's tomorrow, and checks in before midnight: the waiting room shows them.
+  const visitor = await apiPatient(`night.${Date.now()}@example.test`);
+  const [firstAfterMidnight, secondAfterMidnight] = (await api(`/v1/providers/${visitor.providerId}/slots?type=${visitor.typeId}`)).slots
+    .filter((slot) => Date.parse(slot.starts_at) >= midnight);
+  const early = await apiBook(visitor, firstAfterMidnight.starts_at);
+  await apiCheckIn(visitor, early);
+  await night.locator(`#waiting-room li.waiting[data-id="${early.id}"]`).waitFor();
+  check(Date.now() < midnight, "the check-in was seen before the page's midnight");
+  check(await night.locator(`#calendar li.appointment[data-id="${early.id}"]`).count() === 0, "before midnight the visit is on tomorrow's calendar");
+  log("a check-in for tomorrow's first visit shows in today's waiting room", { zone });
+  // Midnight passes: the day view moves on by itself and shows the visit.
+  await until(night, (before) => document.getElementById("day-title")?.dataset.day !== before, dayBefore, "the day view to move to the new day", midnight - Date.now() + STEP_TIMEOUT_MS);
+  check(Date.now() >= midnight, "the day moved on at midnight, not before");
+  await night.locator(`#calendar li.appointment[data-id="${early.id}"]`).waitFor();
+  // And a check-in after midnight shows without a reload.
+  const later = await apiBook(visitor, secondAfterMidnight.starts_at);
+  await apiCheckIn(visitor, later);
+  await night.locator(`#waiting-room li.waiting[data-id="${later.id}"]`).waitFor();
+  await checkAccessibility(night, "provider's day after midnight");
+  log("the day view moved on at midnight and still sees new check-ins");
 
   check(accessibilityProblems.length === 0, `no serious accessibility problems (axe-core):\n${accessibilityProblems.join("\n")}`);
   check(consoleErrors.length === 0, `no errors in the pages' consoles:\n${consoleErrors.join("\n")}`);

@@ -40,7 +40,10 @@ function context() {
     },
     /** Runs `fn` after `ms`, unless the view has changed by then; returns the timer. */
     later(ms, fn) {
-      const timer = setTimeout(fn, ms);
+      const timer = setTimeout(() => {
+        viewTimers = viewTimers.filter((t) => t !== timer); // a view that reschedules itself does not pile up ids
+        fn();
+      }, ms);
       viewTimers.push(timer);
       return timer;
     },

@@ -6,8 +6,12 @@ import { Consultation } from "./consult.js";
 import { announce, busy, h, replace, showError } from "./dom.js";
 
 const SEAT_NAMES = { patient: "Patient", provider: "Provider", guest: "Guest" };
+/** How long the video may take to come up before the person gets a hint and a retry. */
+const SLOW_MEDIA_MS = 8_000;
 const PHASE_TEXT = {
   connecting: "Connecting to the consultation room…",
+  joining: "Connecting the video…",
+  in_call: "In call.",
   reconnecting: "Connection lost. Reconnecting… (the call continues meanwhile)",
   closed: "The consultation has ended.",
 };
@@ -67,7 +71,14 @@ export async function renderCall(main, appointment, { role, peerName, admitOnArr
   const localVideo = h("video", { autoplay: true, playsInline: true, muted: true, class: "local-video", "aria-label": "Your camera" });
   const remoteVideos = h("div", { class: "remote-videos" });
   const quality = h("p", { class: "quality", id: "call-quality", dataset: { level: "connecting" } }, "Call quality: waiting for the call");
-  const participants = h("ul", { class: "participants", "aria-label": "In the room" });
+  const participants = h("ul", { class: "participants", "aria-labelledby": "participants-title" });
+  const slowHint = h(
+    "div",
+    { class: "slow-hint", id: "slow-hint", hidden: true },
+    h("p", {}, "The video is taking longer than usual. Check that this browser may use your camera and microphone, and that your network allows video calls (a VPN or a strict firewall can block them)."),
+  );
+  const retryButton = h("button", { type: "button", id: "retry-call" }, "Try again");
+  slowHint.append(retryButton);
   const muteButton = h("button", { type: "button", "aria-pressed": "false", id: "toggle-mic" }, "Mute microphone");
   const cameraButton = h("button", { type: "button", "aria-pressed": "false", id: "toggle-camera" }, "Turn camera off");
   const admitButton = h("button", { type: "button", class: "primary", id: "admit", hidden: true }, "Admit patient");
@@ -80,10 +91,11 @@ export async function renderCall(main, appointment, { role, peerName, admitOnArr
       { class: "call", "aria-labelledby": "call-title" },
       h("h1", { id: "call-title" }, role === "provider" ? `Consultation with ${peerName ?? "your patient"}` : `Consultation with ${peerName ?? "your provider"}`),
       phaseText,
+      slowHint,
       h("div", { class: "videos" }, remoteVideos, h("figure", { class: "local" }, localVideo, h("figcaption", {}, "You"))),
       quality,
       h("div", { class: "controls", role: "group", "aria-label": "Call controls" }, muteButton, cameraButton, admitButton, endButton),
-      h("h2", { class: "visually-hidden" }, "In the room"),
+      h("h2", { id: "participants-title", class: "participants-title" }, "In the room"),
       participants,
     ),
   );
@@ -145,20 +157,49 @@ export async function renderCall(main, appointment, { role, peerName, admitOnArr
     admitButton.hidden = !show;
   };
 
-  consultation.addEventListener("phase", ({ detail: phase }) => {
+  // What the screen says follows what the person gets: "In call" only once media from
+  // someone flows; admitted but not yet there is "Connecting the video", with a hint
+  // and a retry when it takes long.
+  const flowing = new Set(); // seats whose media flows to us
+  let slowTimer = null;
+  const showPhase = () => {
+    let phase = consultation.phase;
+    if (phase === "in_call" && flowing.size === 0) phase = "joining";
+    if (phase === "closed") return; // the "closed" handler says why
     phaseText.dataset.phase = phase;
     let text = PHASE_TEXT[phase];
     if (phase === "waiting") {
       text = role === "provider"
         ? othersWaiting() ? "Your patient is in the waiting room." : "Waiting for your patient to join…"
         : "You are in the waiting room. Your provider will admit you shortly.";
-    } else if (phase === "in_call") {
-      text = "In call.";
-      admitting = false;
     }
     // #call-phase is a status region: screen readers read the change themselves.
-    phaseText.textContent = text;
+    if (phaseText.textContent !== text) phaseText.textContent = text;
+    if (phase === "joining") {
+      slowTimer ??= setTimeout(() => {
+        slowHint.hidden = false;
+      }, SLOW_MEDIA_MS);
+    } else {
+      clearTimeout(slowTimer);
+      slowTimer = null;
+      slowHint.hidden = true;
+    }
+  };
+  retryButton.addEventListener("click", () => {
+    slowHint.hidden = true;
+    clearTimeout(slowTimer);
+    slowTimer = null;
+    consultation.retry();
+    showPhase();
+  });
+  consultation.addEventListener("phase", ({ detail: phase }) => {
+    if (phase === "in_call") admitting = false;
+    showPhase();
     updateAdmit();
+  });
+  consultation.addEventListener("media", ({ detail: { seat } }) => {
+    flowing.add(seat);
+    showPhase();
   });
   consultation.addEventListener("participants", ({ detail }) => {
     replace(
@@ -167,7 +208,7 @@ export async function renderCall(main, appointment, { role, peerName, admitOnArr
         h("li", { dataset: { seat, state: p.state } }, `${SEAT_NAMES[seat] ?? seat}${p.state === "reconnecting" ? " (reconnecting…)" : ""}`),
       ),
     );
-    if (consultation.phase === "waiting") consultation.dispatchEvent(new CustomEvent("phase", { detail: "waiting" }));
+    showPhase();
     updateAdmit();
   });
   consultation.addEventListener("track", ({ detail: { seat, stream: remote } }) => {
@@ -179,6 +220,11 @@ export async function renderCall(main, appointment, { role, peerName, admitOnArr
     if (video.srcObject !== remote) video.srcObject = remote;
   });
   consultation.addEventListener("peer-state", ({ detail: { seat, state } }) => {
+    if (state === "closed" || state === "new") {
+      // A new peer connection (a reload on the other side, a rejoin) starts without media.
+      flowing.delete(seat);
+      showPhase();
+    }
     if (state === "closed") remoteVideos.querySelector(`figure[data-seat="${seat}"]`)?.remove();
     if (state === "connected") announce("Connected.");
   });
@@ -195,6 +241,8 @@ export async function renderCall(main, appointment, { role, peerName, admitOnArr
     phaseText.dataset.phase = "closed";
     phaseText.dataset.reason = reason;
     for (const b of [muteButton, cameraButton, admitButton, endButton]) b.disabled = true;
+    clearTimeout(slowTimer);
+    slowHint.hidden = true;
     release();
     onDone?.(reason);
   });

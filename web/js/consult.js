@@ -13,6 +13,8 @@
 //   "participants" detail: Map seat → {role, state}
 //   "track"       detail: {seat, stream}: a peer's media arrived
 //   "peer-state"  detail: {seat, state}: a peer connection's connectionState
+//   "media"       detail: {seat}: media from `seat` flows (a remote track unmuted, or the
+//                 connection is up and that peer sends nothing)
 //   "closed"      detail: {reason}: "ended", "empty", "left", "replaced", or a refusal code
 //   "problem"     detail: {code, message}: an error the server reported
 
@@ -291,6 +293,12 @@ export class Consultation extends EventTarget {
       if (!streams[0]) peer.stream.addTrack(track);
       peer.stream = stream;
       this.#emit("track", { seat, stream });
+      // A remote track is muted until its first packets arrive: that is media flowing.
+      const flowing = () => {
+        if (this.peers.get(seat) === peer) this.#emit("media", { seat });
+      };
+      if (!track.muted) flowing();
+      track.addEventListener("unmute", flowing);
     };
     const offer = async () => {
       try {
@@ -341,8 +349,30 @@ export class Consultation extends EventTarget {
         }, DISCONNECTED_GRACE_MS);
       }
     };
-    pc.onconnectionstatechange = () => this.#emit("peer-state", { seat, state: pc.connectionState });
+    pc.onconnectionstatechange = () => {
+      this.#emit("peer-state", { seat, state: pc.connectionState });
+      // A peer with no camera or microphone sends nothing: once connected, the call
+      // is as up as it will be.
+      if (pc.connectionState === "connected" && this.#sendsNothing(pc)) this.#emit("media", { seat });
+    };
     this.#emit("peer-state", { seat, state: pc.connectionState });
+  }
+
+  /** Whether the other side of `pc` sends no media at all (every transceiver says so). */
+  #sendsNothing(pc) {
+    return pc.getTransceivers().every((t) => !t.currentDirection || !t.currentDirection.includes("recv"));
+  }
+
+  /**
+   * Starts the connection over when it does not come up: a fresh join rather than a
+   * resume, so that both sides make every peer connection anew (as after a reload).
+   */
+  retry() {
+    if (this.finished) return;
+    this.lastSeq = null;
+    this.outbox = this.outbox.filter((msg) => msg.type === "admit" || msg.type === "end");
+    // The close is not final (4000): the socket reconnects and joins afresh.
+    this.socket?.close(4000, "retrying");
   }
 
   #closePeer(seat) {

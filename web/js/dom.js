@@ -132,6 +132,19 @@ export function browserZone() {
   return Intl.DateTimeFormat().resolvedOptions().timeZone;
 }
 
+/**
+ * The browser's time zone as people know it at `at`: "Central European Standard Time
+ * (UTC+01:00)", never an identifier or a legacy alias such as "Asia/Calcutta".
+ */
+export function zoneLabel(at = new Date()) {
+  const part = (style) =>
+    new Intl.DateTimeFormat(undefined, { timeZoneName: style }).formatToParts(at).find((p) => p.type === "timeZoneName")?.value ?? "";
+  const offset = part("longOffset").replace(/^GMT/, "UTC") || "UTC";
+  const name = part("long");
+  // Zones without a name of their own are named by their offset ("GMT+05:37").
+  return !name || /^(GMT|UTC)([+\-\u2212]|$)/.test(name) ? offset : `${name} (${offset})`;
+}
+
 const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: "long", day: "numeric", month: "long" });
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
@@ -144,6 +157,11 @@ export const formatDay = (iso) => dayFormat.format(new Date(iso));
 export const formatTime = (iso) => timeFormat.format(new Date(iso));
 /** "Thu 26 Nov, 09:30 CET" in the browser's zone. */
 export const formatDateTime = (iso) => dateTimeFormat.format(new Date(iso));
+const shortDayFormat = new Intl.DateTimeFormat(undefined, { weekday: "short", day: "numeric", month: "short" });
+/** "Thu 26 Nov" in the browser's zone. */
+export const formatShortDay = (iso) => shortDayFormat.format(new Date(iso));
+/** The browser-local hour (0-23) of an instant. */
+export const localHour = (iso) => new Date(iso).getHours();
 /** The browser-local calendar day of an instant, as a grouping key. */
 export const dayKey = (iso) => {
   const d = new Date(iso);

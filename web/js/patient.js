@@ -5,12 +5,34 @@
 
 import { get, post, request } from "./api.js";
 import {
-  announce, background, browserZone, busy, dayKey, field, formatDateTime, formatDay, formatTime, h, latestOnly, newKey, replace,
-  statusBadge,
+  announce, background, busy, dayKey, field, formatDateTime, formatDay, formatShortDay, formatTime, h, latestOnly, localHour, newKey,
+  replace, statusBadge, zoneLabel,
 } from "./dom.js";
 
 /** Appointments a patient can still act on. */
 const ACTIVE = new Set(["pending", "proposed", "booked", "arrived"]);
+
+/**
+ * Whether `a` belongs with the current appointments rather than under "Earlier and
+ * cancelled": one still to act on, or a completed visit until the day after it (a
+ * visit completed early, its time still ahead, is not "earlier").
+ */
+function stillCurrent(a, now = new Date()) {
+  if (ACTIVE.has(a.status)) return true;
+  return a.status === "fulfilled" && dayKey(a.ends_at) >= dayKey(now.toISOString());
+}
+
+const NOTE_PARTS = [["subjective", "What you told us"], ["objective", "Findings"], ["assessment", "Assessment"], ["plan", "Plan"]];
+
+/** A signed note (or amendment) of a visit, as its patient reads it. */
+function visitNote(n) {
+  return h(
+    "section",
+    { class: "visit-note", dataset: { id: n.id }, "aria-label": "Visit note" },
+    h("p", { class: "label" }, `Visit note${n.signed_at ? `, signed ${formatDateTime(n.signed_at)}` : ""}`),
+    NOTE_PARTS.map(([k, label]) => (n.content?.[k] ? h("p", {}, h("span", { class: "label" }, `${label}: `), n.content[k]) : null)),
+  );
+}
 
 /** A video appointment that can still be joined: its room's hours, from the server. */
 const joinable = (a) => a.modality === "video" && (a.status === "booked" || a.status === "arrived") && a.consultation;
@@ -105,6 +127,7 @@ export async function renderPatientHome(main, ctx) {
     const since = new Date(Date.now() - 24 * 3600_000).toISOString();
     const { items } = await get(`/v1/appointments?from=${encodeURIComponent(since)}&limit=100`);
     await loadTypes(items).catch(() => {}); // without them, the server still enforces the cutoff
+    if (items.some((a) => a.status === "fulfilled")) await loadNotes().catch(() => {}); // the visit shows without its note
     if (!isLatest()) return;
     for (const a of items) state.appointments.set(a.id, a);
     const change = nextRoomChange(items);
@@ -116,18 +139,29 @@ export async function renderPatientHome(main, ctx) {
       return;
     }
     state.appointmentsStale = false;
-    const active = items.filter((a) => ACTIVE.has(a.status));
-    const past = items.filter((a) => !ACTIVE.has(a.status));
+    const current = items.filter((a) => stillCurrent(a));
+    const past = items.filter((a) => !stillCurrent(a));
     if (items.length === 0) {
       replace(appointmentsList, h("p", { class: "empty" }, "You have no appointments yet. Book one below."));
       return;
     }
     replace(
       appointmentsList,
-      h("ul", { class: "appointments" }, active.map((a) => appointmentItem(a))),
+      h("ul", { class: "appointments" }, current.map((a) => appointmentItem(a))),
       past.length ? h("details", {}, h("summary", {}, `Earlier and cancelled (${past.length})`), h("ul", { class: "appointments" }, past.map((a) => appointmentItem(a)))) : null,
     );
   });
+
+  /** The signed notes of the patient's visits, by appointment (each read is audited). */
+  const loadNotes = async () => {
+    const { items } = await get(`/v1/patients/${ctx.me.patient_id}/notes`);
+    state.notes = new Map();
+    for (const n of items) {
+      if (!n.appointment_id || n.status === "draft") continue;
+      if (!state.notes.has(n.appointment_id)) state.notes.set(n.appointment_id, []);
+      state.notes.get(n.appointment_id).push(n);
+    }
+  };
 
   /** Whether the patient may still cancel or move `a` themselves (the type's cutoff). */
   const changeable = (a) => {
@@ -145,6 +179,7 @@ export async function renderPatientHome(main, ctx) {
       h("p", { class: "when", id: whenId }, formatDateTime(a.starts_at), " with ", provider?.display_name ?? "your provider"),
       h("p", {}, a.modality === "video" ? "Video" : "In person", " ", statusBadge(a.status)),
       a.reason ? h("p", { class: "reason" }, "Reason: ", a.reason) : null,
+      (state.notes?.get(a.id) ?? []).map((n) => visitNote(n)),
       actions,
     );
     // Every action button names its appointment to screen readers.
@@ -215,63 +250,120 @@ export async function renderPatientHome(main, ctx) {
 
   const renderBooking = async (providerId, typeId) => {
     const rescheduling = state.rescheduling ? state.appointments.get(state.rescheduling) : null;
-    const providerSelect = h(
-      "select",
-      { id: "provider-select", disabled: !!rescheduling },
-      h("option", { value: "" }, "Choose a provider"),
-      [...providers.values()].map((p) => h("option", { value: p.id, selected: p.id === providerId }, `${p.display_name}${p.specialty ? ` (${p.specialty})` : ""}`)),
+    // Radio buttons rather than a <select>: a name wraps on a phone instead of being
+    // cut off, and the specialty reads under it.
+    const providerChoice = h(
+      "fieldset",
+      { class: "choices", id: "provider-choice", disabled: !!rescheduling },
+      h("legend", {}, "Provider"),
+      [...providers.values()].map((p) =>
+        h(
+          "label",
+          { class: "choice" },
+          h("input", { type: "radio", name: "provider", value: p.id, checked: p.id === providerId }),
+          h("span", {}, h("strong", {}, p.display_name), p.specialty ? h("span", { class: "hint" }, p.specialty) : null),
+        ),
+      ),
     );
+    const chosenProvider = () => providerChoice.querySelector("input[name=provider]:checked")?.value ?? "";
     const typeSelect = h("select", { id: "type-select", disabled: true }, h("option", { value: "" }, "Choose a provider first"));
     const slotsArea = h("div", { id: "slots" });
     replace(
       booking,
       h("h2", { id: "book-title", tabindex: "-1" }, rescheduling ? `Choose a new time (now ${formatDateTime(rescheduling.starts_at)})` : "Book an appointment"),
-      h("p", { class: "hint" }, `Times are shown in your time zone, ${browserZone()}.`),
-      field("Provider", providerSelect),
+      h("p", { class: "hint", id: "zone-hint" }, `Times are shown in your time zone: ${zoneLabel()}.`),
+      providerChoice,
       field("Type of visit", typeSelect),
       slotsArea,
       rescheduling ? h("button", { type: "button", onclick: () => { state.rescheduling = null; renderBooking(); } }, "Keep the current time") : null,
     );
 
     const loadTypesOf = async () => {
-      const id = providerSelect.value;
+      const id = chosenProvider();
       watchProvider(id);
       replace(slotsArea);
+      state.pickedDay = null;
       if (!id) return;
       const { items } = await get(`/v1/providers/${id}/appointment-types`);
       for (const t of items) state.types.set(t.id, t);
       replace(typeSelect, items.length ? null : h("option", { value: "" }, "No visit types offered"), items.map((t) =>
-        h("option", { value: t.id, selected: t.id === typeId }, `${t.name} (${t.duration_minutes} min, ${t.modality === "video" ? "video" : "in person"})`)));
+        h("option", { value: t.id, selected: t.id === typeId }, `${t.name} · ${t.duration_minutes} min${t.modality === "video" ? "" : ", in person"}`)));
       typeSelect.disabled = items.length === 0 || !!rescheduling;
       if (items.length) await loadSlots();
     };
     const loadSlots = latestOnly(async (isLatest) => {
-      const provider = providerSelect.value;
+      const provider = chosenProvider();
       const type = typeSelect.value;
       if (!provider || !type) return;
       const { slots } = await get(`/v1/providers/${provider}/slots?type=${type}`);
       if (!isLatest() || !slotsArea.isConnected) return;
       state.reloadSlots = loadSlots;
-      // Keep keyboard focus on the same time when the list is rebuilt.
-      const focused = document.activeElement?.closest?.("#slots") ? document.activeElement.dataset.startsAt : undefined;
+      // Keep keyboard focus on the same time (or day) when the list is rebuilt.
+      const active = document.activeElement?.closest?.("#slots") ? document.activeElement : null;
+      const focused = active?.classList.contains("slot") ? active.dataset.startsAt : undefined;
+      const focusedDay = active?.dataset.day;
       if (slots.length === 0) {
         replace(slotsArea, h("p", { class: "empty" }, "No free times in the next 7 days."));
         return;
       }
+      renderSlots(slots, provider, type);
+      if (focused) {
+        const again = slotsArea.querySelector(`button.slot[data-starts-at="${focused}"]`);
+        if (again) again.focus();
+        else {
+          announce("The time you were on was just taken.");
+          slotsArea.querySelector("button.slot")?.focus();
+        }
+      } else if (focusedDay) {
+        slotsArea.querySelector(`button[data-day="${focusedDay}"]`)?.focus();
+      }
+    });
+    /**
+     * Days first, then that day's times: a week of free times on one page is hundreds
+     * of buttons. The first free time is one tap away at the top.
+     */
+    const renderSlots = (slots, provider, type) => {
       const byDay = new Map();
       for (const slot of slots) {
         const key = dayKey(slot.starts_at);
         if (!byDay.has(key)) byDay.set(key, []);
         byDay.get(key).push(slot);
       }
+      if (!state.pickedDay || !byDay.has(state.pickedDay)) state.pickedDay = byDay.keys().next().value;
+      const first = slots[0];
+      const daySlots = byDay.get(state.pickedDay);
+      const parts = [["Night", 0, 6], ["Morning", 6, 12], ["Afternoon", 12, 17], ["Evening", 17, 24]]
+        .map(([name, from, to]) => [name, daySlots.filter((s) => localHour(s.starts_at) >= from && localHour(s.starts_at) < to)])
+        .filter(([, list]) => list.length > 0);
       replace(
         slotsArea,
-        [...byDay.values()].slice(0, 7).map((daySlots) =>
+        h("button", {
+          type: "button",
+          class: "primary first-free",
+          id: "first-free",
+          dataset: { startsAt: first.starts_at },
+          onclick: () => confirmSlot(provider, type, first),
+        }, `First free time: ${formatDateTime(first.starts_at)}`),
+        h("h3", { id: "days-title" }, "Or choose a day"),
+        h("div", { class: "day-strip", role: "group", "aria-labelledby": "days-title" }, [...byDay].map(([key, list]) =>
+          h("button", {
+            type: "button",
+            class: "day",
+            dataset: { day: key },
+            "aria-pressed": String(key === state.pickedDay),
+            onclick: (e) => {
+              state.pickedDay = key;
+              renderSlots(slots, provider, type);
+              slotsArea.querySelector(`button[data-day="${e.currentTarget.dataset.day}"]`)?.focus();
+            },
+          }, h("span", { class: "date" }, formatShortDay(list[0].starts_at)), h("span", { class: "count" }, `${list.length} ${list.length === 1 ? "time" : "times"}`)))),
+        h("h3", { id: "times-title" }, `Times on ${formatDay(daySlots[0].starts_at)}`),
+        parts.map(([name, list]) =>
           h(
             "fieldset",
-            { class: "day" },
-            h("legend", {}, formatDay(daySlots[0].starts_at)),
-            h("div", { class: "slot-grid" }, daySlots.map((slot) =>
+            { class: "day-part" },
+            h("legend", {}, name),
+            h("div", { class: "slot-grid" }, list.map((slot) =>
               h("button", {
                 type: "button",
                 class: "slot",
@@ -283,15 +375,7 @@ export async function renderPatientHome(main, ctx) {
           ),
         ),
       );
-      if (focused) {
-        const again = slotsArea.querySelector(`button[data-starts-at="${focused}"]`);
-        if (again) again.focus();
-        else {
-          announce("The time you were on was just taken.");
-          slotsArea.querySelector("button.slot")?.focus();
-        }
-      }
-    });
+    };
     const confirmSlot = (provider, type, slot) => {
       const reason = h("textarea", { id: "reason", rows: 3, maxLength: 1000 });
       const key = newKey(); // one key per decision: a retry of this form books once
@@ -329,9 +413,9 @@ export async function renderPatientHome(main, ctx) {
       (rescheduling ? submit : reason).focus();
     };
 
-    providerSelect.addEventListener("change", () => busy(null, loadTypesOf));
+    providerChoice.addEventListener("change", () => busy(null, loadTypesOf));
     typeSelect.addEventListener("change", () => busy(null, loadSlots));
-    if (providerSelect.value) await busy(null, loadTypesOf);
+    if (chosenProvider()) await busy(null, loadTypesOf);
   };
 
   // Follow the chosen provider's free/busy changes, so a time someone else takes

@@ -3,7 +3,7 @@
 // patient), and clinical notes: write a draft, then sign it.
 
 import { get, post, request } from "./api.js";
-import { announce, background, busy, field, formatDateTime, formatTime, h, latestOnly, replace, statusBadge } from "./dom.js";
+import { announce, background, busy, dayKey, field, formatDateTime, formatTime, h, latestOnly, replace, statusBadge } from "./dom.js";
 import { nextRoomChange, roomOpen } from "./patient.js";
 
 const patientNames = new Map(); // patient id → display name (each first read is audited)
@@ -28,35 +28,80 @@ function startOfToday() {
   return d;
 }
 
+/** The local midnight after `day` (not 24 hours later: DST days are 23 or 25 hours). */
+function nextDay(day) {
+  const d = new Date(day);
+  d.setDate(d.getDate() + 1);
+  return d;
+}
+
+/** How far around now the waiting room looks for checked-in patients. */
+const WAITING_LOOKBACK_MS = 24 * 3600_000;
+const WAITING_LOOKAHEAD_MS = 12 * 3600_000;
+/** How often the day view checks that its day is still today (a sleeping laptop's timers run late). */
+const DAY_CHECK_MS = 30_000;
+
+/**
+ * Whether a checked-in patient is waiting now: until their video room closes, or an
+ * in-person visit ends. Not tied to a calendar day: a 00:00 visit checked in at 23:45
+ * is waiting before midnight.
+ */
+function waitingNow(a, now = Date.now()) {
+  if (a.status !== "arrived") return false;
+  const until = a.consultation ? Date.parse(a.consultation.closes_at) : Date.parse(a.ends_at);
+  return now <= until;
+}
+
+/** When `waitingNow` or `roomOpen` next changes for any of `appointments`. */
+function nextWaitingChange(appointments, now = Date.now()) {
+  const times = appointments
+    .map((a) => (a.consultation ? Date.parse(a.consultation.closes_at) : Date.parse(a.ends_at)) + 1)
+    .filter((t) => t > now);
+  const room = nextRoomChange(appointments, now);
+  if (room !== null) times.push(room);
+  return times.length ? Math.min(...times) : null;
+}
+
 /** Renders the provider's day into `main`; `ctx` as for the patient's home. */
 export async function renderProviderHome(main, ctx) {
   const waiting = h("ul", { class: "waiting-room", id: "waiting-room" });
   const calendar = h("ol", { class: "calendar", id: "calendar" });
-  const from = startOfToday();
-  const to = new Date(from.getTime() + 24 * 3600_000);
+  const title = h("h1", { id: "day-title" });
+  let day = startOfToday();
 
   replace(
     main,
-    h("h1", {}, `Today, ${from.toLocaleDateString(undefined, { weekday: "long", day: "numeric", month: "long" })}`),
+    title,
     h("section", { class: "card", "aria-labelledby": "waiting-title" }, h("h2", { id: "waiting-title" }, "Waiting room"), waiting),
     h("section", { class: "card", "aria-labelledby": "calendar-title" }, h("h2", { id: "calendar-title" }, "Calendar"), calendar),
   );
+  const showDay = () => {
+    title.dataset.day = dayKey(day.toISOString());
+    title.textContent = `Today, ${day.toLocaleDateString(undefined, { weekday: "long", day: "numeric", month: "long" })}`;
+  };
+  showDay();
 
   if (!ctx.me.provider_id) {
     replace(calendar, h("li", { class: "empty" }, "Your provider profile has not been set up yet. Ask an administrator to create it."));
     return;
   }
 
-  let roomTimer = null;
+  let changeTimer = null;
   let waitingBefore = null; // ids in the waiting room at the last render
   const load = latestOnly(async (isLatest) => {
-    const { items } = await get(`/v1/appointments?from=${encodeURIComponent(from.toISOString())}&to=${encodeURIComponent(to.toISOString())}&limit=100`);
-    await Promise.all([...new Set(items.map((a) => a.patient_id))].map((id) => patientName(id).catch(() => null)));
+    const now = Date.now();
+    const range = (from, to) => `from=${encodeURIComponent(from.toISOString())}&to=${encodeURIComponent(to.toISOString())}`;
+    const [{ items }, { items: arrivedAround }] = await Promise.all([
+      get(`/v1/appointments?${range(day, nextDay(day))}&limit=100`),
+      get(`/v1/appointments?status=arrived&${range(new Date(now - WAITING_LOOKBACK_MS), new Date(now + WAITING_LOOKAHEAD_MS))}&limit=100`),
+    ]);
+    const arrived = arrivedAround.filter((a) => waitingNow(a));
+    const everyone = [...items, ...arrived];
+    await Promise.all([...new Set(everyone.map((a) => a.patient_id))].map((id) => patientName(id).catch(() => null)));
     if (!isLatest()) return;
-    const change = nextRoomChange(items);
-    clearTimeout(roomTimer);
-    if (change !== null) roomTimer = ctx.later(Math.min(change - Date.now() + 250, 2 ** 31 - 1), () => background(load));
-    const arrived = items.filter((a) => a.status === "arrived");
+    const change = nextWaitingChange(everyone);
+    clearTimeout(changeTimer);
+    if (change !== null) changeTimer = ctx.later(Math.min(change - Date.now() + 250, 2 ** 31 - 1), () => background(load));
     // Say who arrived, rather than making screen readers re-read the whole list.
     if (waitingBefore) {
       for (const a of arrived.filter((a) => !waitingBefore.has(a.id))) {
@@ -73,10 +118,12 @@ export async function renderProviderHome(main, ctx) {
               "li",
               { class: "waiting", dataset: { id: a.id } },
               h("span", { id: `waiting-${a.id}` }, h("strong", {}, patientNames.get(a.patient_id) ?? "A patient"),
-                ` is waiting for their ${formatTime(a.starts_at)} appointment. `),
+                ` is waiting for their ${dayKey(a.starts_at) === dayKey(new Date().toISOString()) ? formatTime(a.starts_at) : formatDateTime(a.starts_at)} appointment. `),
               roomOpen(a)
                 ? h("button", { type: "button", class: "primary", "aria-describedby": `waiting-${a.id}`, onclick: () => ctx.navigate(`#/consult/${a.id}?admit=1`) }, "Admit and start video")
-                : null,
+                : a.consultation
+                  ? h("span", { class: "hint" }, `The room opens at ${formatTime(a.consultation.opens_at)}.`)
+                  : null,
             ),
           ),
     );
@@ -90,7 +137,7 @@ export async function renderProviderHome(main, ctx) {
               { class: "appointment", dataset: { id: a.id, status: a.status } },
               h("p", { class: "when", id: `when-${a.id}` }, `${formatTime(a.starts_at)}–${formatTime(a.ends_at)}, ${patientNames.get(a.patient_id) ?? "patient"}`),
               h("p", {}, statusBadge(a.status)),
-              a.reason ? h("p", { class: "reason" }, "Reason: ", a.reason) : null,
+              a.reason ? h("p", { class: "reason" }, "Reason for visit: ", a.reason) : null,
               h(
                 "div",
                 { class: "actions" },
@@ -101,6 +148,20 @@ export async function renderProviderHome(main, ctx) {
           ),
     );
   });
+
+  // At midnight the view moves to the new day by itself: a timer for midnight, and a
+  // check every half minute in case the timer ran late (a laptop asleep, a clock set).
+  const followTheDay = () => {
+    const today = startOfToday();
+    if (today.getTime() !== day.getTime()) {
+      day = today;
+      showDay();
+      announce(`It is now ${title.textContent.replace(/^Today, /, "")}.`);
+      background(load);
+    }
+    ctx.later(Math.max(250, Math.min(DAY_CHECK_MS, nextDay(day).getTime() - Date.now() + 50)), followTheDay);
+  };
+  followTheDay();
 
   // The waiting room: the queue topic carries check-ins and status changes of this
   // provider's appointments as they commit.
