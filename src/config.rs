@@ -58,6 +58,10 @@ pub const SETTINGS: &[SettingDef] = &[
     plain("CAREWIRE_HSTS_MAX_AGE_SECS"),
     plain("CAREWIRE_TRUST_FORWARDED_FOR"),
     plain("CAREWIRE_SHUTDOWN_GRACE_SECS"),
+    plain("CAREWIRE_HTTP_HEADER_TIMEOUT_MS"),
+    plain("CAREWIRE_HTTP_BODY_TIMEOUT_MS"),
+    plain("CAREWIRE_HTTP_KEEP_ALIVE_TIMEOUT_SECS"),
+    plain("CAREWIRE_HTTP_MAX_CONNECTIONS"),
     plain("CAREWIRE_WEB_CLIENT"),
     plain("CAREWIRE_DEMO"),
     secret("CAREWIRE_JWT_SECRET"),
@@ -277,6 +281,14 @@ pub struct HttpSettings {
     pub shutdown_grace: Duration,
     /// Serve the embedded browser client at `/` (false: API only).
     pub web_client: bool,
+    /// From a request's start (or the connection's) to its last header byte.
+    pub header_timeout: Duration,
+    /// From the end of a request's headers to the last byte of its body.
+    pub body_timeout: Duration,
+    /// How long a connection may wait for its next request.
+    pub keep_alive_timeout: Duration,
+    /// Most client connections at once (WebSockets included); more get a 503.
+    pub max_connections: usize,
 }
 
 #[derive(Debug)]
@@ -466,6 +478,10 @@ impl Settings {
                 trust_forwarded_for: p.parse("CAREWIRE_TRUST_FORWARDED_FOR", false, parse_bool)?,
                 shutdown_grace: p.secs("CAREWIRE_SHUTDOWN_GRACE_SECS", 30, 0, 3600)?,
                 web_client: p.parse("CAREWIRE_WEB_CLIENT", true, parse_bool)?,
+                header_timeout: p.millis("CAREWIRE_HTTP_HEADER_TIMEOUT_MS", 5_000, 100, 600_000)?,
+                body_timeout: p.millis("CAREWIRE_HTTP_BODY_TIMEOUT_MS", 30_000, 100, 3_600_000)?,
+                keep_alive_timeout: p.secs("CAREWIRE_HTTP_KEEP_ALIVE_TIMEOUT_SECS", 30, 1, 3600)?,
+                max_connections: p.number("CAREWIRE_HTTP_MAX_CONNECTIONS", 10_000, 1, 1_000_000)?,
             },
             log: LogSettings {
                 filter: p.parse("CAREWIRE_LOG", "info".to_owned(), |v| {

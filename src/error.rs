@@ -30,6 +30,9 @@ pub enum Error {
     /// The body is larger than the configured limit.
     #[error("payload too large")]
     PayloadTooLarge { limit: usize },
+    /// The request's body did not arrive within `CAREWIRE_HTTP_BODY_TIMEOUT_MS`.
+    #[error("request timeout")]
+    RequestTimeout,
     /// The body is not JSON.
     #[error("unsupported media type")]
     UnsupportedMediaType,
@@ -104,6 +107,7 @@ impl Error {
             Error::RouteNotFound | Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Error::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -130,6 +134,8 @@ impl Error {
             Error::PayloadTooLarge { limit } => problem("payload-too-large", "Request body too large")
                 .detail(format!("The request body is larger than {limit} bytes."))
                 .extension("limit", *limit),
+            Error::RequestTimeout => problem("request-timeout", "Request timeout")
+                .detail("The request body did not arrive in time; send it again."),
             Error::UnsupportedMediaType => problem("unsupported-media-type", "Unsupported media type")
                 .detail("The request body must be JSON (Content-Type: application/json)."),
             Error::BadRequest { detail } => problem("bad-request", "Bad request").detail(detail.clone()),

@@ -15,6 +15,8 @@
 //! - [`crypto`]: the key hierarchy (KEK → data keys), field encryption with
 //!   AES-256-GCM and keyed blind indexes. The only module that touches key material.
 //! - [`error`]: the one error type; every failure leaves as RFC 9457 problem+json.
+//! - [`text`]: free text from clients (names, bios, reasons, notes), parsed once with
+//!   the rules of its kind: no NUL, no control characters, lengths in characters.
 //! - [`http`]: the HTTP edge: the connection service (request ids, spans, metrics,
 //!   CORS, security headers, panics), body parsing, health and metrics routes.
 //! - [`auth`]: passwords, access and refresh tokens, login throttling, and the warp
@@ -62,5 +64,6 @@ pub mod schema;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod text;
 
 pub use error::Error;

@@ -811,3 +811,351 @@ mod binary {
         );
     }
 }
+
+mod hostile_clients {
+    //! Clients that send too slowly, too much, or not quite HTTP, over raw sockets so
+    //! that nothing normalizes what they send.
+
+    use std::time::Duration;
+
+    use serde_json::Value;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::support::{TestApp, problem_type};
+
+    /// One response as read off the wire.
+    struct Raw {
+        status: u16,
+        head: String,
+        body: String,
+    }
+
+    impl Raw {
+        fn header(&self, name: &str) -> Option<String> {
+            self.head.lines().find_map(|line| {
+                let (n, v) = line.split_once(':')?;
+                n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+        }
+
+        fn problem(&self) -> Value {
+            serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not a problem: {}", self.body))
+        }
+    }
+
+    async fn connect(app: &TestApp) -> TcpStream {
+        TcpStream::connect(app.addr).await.unwrap()
+    }
+
+    /// Reads one response (headers and a Content-Length body).
+    async fn read_response(stream: &mut TcpStream) -> Raw {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at;
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+                .await
+                .expect("a response within 10 s")
+                .unwrap();
+            assert!(
+                n > 0,
+                "the connection closed before a response: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap();
+        let raw = Raw {
+            status,
+            head,
+            body: String::new(),
+        };
+        let length: usize = raw
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = buf[head_end + 4..].to_vec();
+        while body.len() < length {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0);
+            body.extend_from_slice(&chunk[..n]);
+        }
+        Raw {
+            body: String::from_utf8_lossy(&body[..length]).into_owned(),
+            ..raw
+        }
+    }
+
+    /// Whether the server closes the connection within `within` (EOF or a reset).
+    async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+        let mut chunk = [0u8; 1024];
+        match tokio::time::timeout(within, stream.read(&mut chunk)).await {
+            Ok(Ok(0) | Err(_)) => true,
+            Ok(Ok(n)) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&chunk[..n])),
+            Err(_) => false,
+        }
+    }
+
+    fn app_with(settings: &[(&str, &str)]) -> super::support::TestAppBuilder {
+        settings
+            .iter()
+            .fold(TestApp::builder(), |b, (name, value)| b.setting(name, value))
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_stops_mid_request_line_is_closed_after_the_header_timeout() {
+        let app = app_with(&[("CAREWIRE_HTTP_HEADER_TIMEOUT_MS", "300")])
+            .spawn()
+            .await;
+        let mut stream = connect(&app).await;
+        stream.write_all(b"GET /heal").await.unwrap();
+        assert!(
+            !closed_within(&mut stream, Duration::from_millis(100)).await,
+            "closed before its time"
+        );
+        assert!(
+            closed_within(&mut stream, Duration::from_secs(5)).await,
+            "a half request line holds the connection"
+        );
+        // So is one that trickles its headers, a byte at a time, past the timeout.
+        let mut stream = connect(&app).await;
+        let mut closed = false;
+        for byte in
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter()
+        {
+            if stream.write_all(&[*byte]).await.is_err()
+                || closed_within(&mut stream, Duration::from_millis(50)).await
+            {
+                closed = true;
+                break;
+            }
+        }
+        assert!(
+            closed || closed_within(&mut stream, Duration::from_secs(5)).await,
+            "trickled headers hold the connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_trickled_body_is_answered_408_and_the_connection_closes() {
+        let app = app_with(&[("CAREWIRE_HTTP_BODY_TIMEOUT_MS", "400")])
+            .spawn()
+            .await;
+        let mut stream = connect(&app).await;
+        stream
+            .write_all(
+                b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"email\":",
+            )
+            .await
+            .unwrap();
+        let res = read_response(&mut stream).await;
+        assert_eq!(res.status, 408, "{}", res.head);
+        assert_eq!(problem_type(&res.problem()), "request-timeout");
+        assert_eq!(res.header("connection").as_deref(), Some("close"));
+        assert!(closed_within(&mut stream, Duration::from_secs(5)).await);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_closes_after_the_keep_alive_timeout_which_may_exceed_the_header_timeout() {
+        let app = app_with(&[
+            ("CAREWIRE_HTTP_HEADER_TIMEOUT_MS", "300"),
+            ("CAREWIRE_HTTP_KEEP_ALIVE_TIMEOUT_SECS", "2"),
+        ])
+        .spawn()
+        .await;
+        let mut stream = connect(&app).await;
+        let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        stream.write_all(request).await.unwrap();
+        assert_eq!(read_response(&mut stream).await.status, 200);
+        // Idle for longer than the header timeout, less than the keep-alive one: the
+        // connection still carries the next request.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        stream.write_all(request).await.unwrap();
+        assert_eq!(read_response(&mut stream).await.status, 200);
+        // Then idle past the keep-alive timeout: closed.
+        assert!(
+            !closed_within(&mut stream, Duration::from_millis(1200)).await,
+            "closed before its time"
+        );
+        assert!(
+            closed_within(&mut stream, Duration::from_secs(5)).await,
+            "an idle connection stays open"
+        );
+    }
+
+    #[tokio::test]
+    async fn two_hundred_slow_connections_do_not_stop_a_normal_client() {
+        let app = TestApp::spawn().await;
+        let mut slow = Vec::new();
+        for _ in 0..200 {
+            let mut stream = connect(&app).await;
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Wait: ")
+                .await
+                .unwrap();
+            slow.push(stream);
+        }
+        let res = tokio::time::timeout(Duration::from_secs(5), app.get("/healthz"))
+            .await
+            .expect("a normal client is served while 200 slow ones wait");
+        assert_eq!(res.status(), reqwest::StatusCode::OK);
+        drop(slow);
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_refused_at_once_with_a_503() {
+        let app = app_with(&[("CAREWIRE_HTTP_MAX_CONNECTIONS", "5")]).spawn().await;
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            let mut stream = connect(&app).await;
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            assert_eq!(read_response(&mut stream).await.status, 200);
+            held.push(stream);
+        }
+        let mut extra = connect(&app).await;
+        let res = read_response(&mut extra).await;
+        assert_eq!(res.status, 503);
+        assert_eq!(res.header("retry-after").as_deref(), Some("1"));
+        assert_eq!(problem_type(&res.problem()), "service-unavailable");
+        assert!(closed_within(&mut extra, Duration::from_secs(2)).await);
+        // Once the held ones go, new connections are served again.
+        drop(held);
+        let mut served = false;
+        for _ in 0..50 {
+            if app.get("/healthz").await.status() == reqwest::StatusCode::OK {
+                served = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(served, "the freed places are not reused");
+    }
+
+    #[tokio::test]
+    async fn request_targets_that_are_not_a_path_are_a_400_problem() {
+        let app = TestApp::spawn().await;
+        for line in [
+            "CONNECT example.org:443 HTTP/1.1",
+            "GET healthz HTTP/1.1",
+            "GET example.org:443 HTTP/1.1",
+            "OPTIONS * HTTP/1.1",
+        ] {
+            let mut stream = connect(&app).await;
+            stream
+                .write_all(format!("{line}\r\nHost: example.org\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let res = read_response(&mut stream).await;
+            assert_eq!(res.status, 400, "{line}: {}", res.head);
+            assert_eq!(problem_type(&res.problem()), "bad-request", "{line}");
+        }
+        // The absolute form, which proxies send, names a path: served.
+        let mut stream = connect(&app).await;
+        stream
+            .write_all(b"GET http://example.org/healthz HTTP/1.1\r\nHost: example.org\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_response(&mut stream).await.status, 200);
+    }
+
+    #[tokio::test]
+    async fn upgrade_is_read_as_a_token_list_by_the_edge_and_the_handshake_alike() {
+        let app = TestApp::spawn().await;
+        let user = app.patient().await;
+        let handshake = |upgrade: &str, version: &str| {
+            format!(
+                "GET /v1/ws HTTP/{version}\r\nHost: x\r\n{upgrade}Connection: keep-alive, Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+                 Sec-WebSocket-Protocol: carewire.v1, bearer.{}\r\n\r\n",
+                user.tokens.access
+            )
+        };
+        for upgrade in [
+            "Upgrade: foo, websocket\r\n",
+            "Upgrade: foo\r\nUpgrade: websocket\r\n",
+            "Upgrade: WebSocket/13\r\n",
+        ] {
+            let mut stream = connect(&app).await;
+            stream
+                .write_all(handshake(upgrade, "1.1").as_bytes())
+                .await
+                .unwrap();
+            let res = read_response(&mut stream).await;
+            assert_eq!(res.status, 101, "{upgrade:?}: {} {}", res.head, res.body);
+        }
+        // HTTP/1.0 has no upgrade: a plain 400, not a 5xx.
+        let mut stream = connect(&app).await;
+        stream
+            .write_all(handshake("Upgrade: websocket\r\n", "1.0").as_bytes())
+            .await
+            .unwrap();
+        let res = read_response(&mut stream).await;
+        assert_eq!(res.status, 400, "{}", res.head);
+    }
+
+    #[tokio::test]
+    async fn an_early_refusal_says_connection_close_when_the_body_was_not_read() {
+        let app = TestApp::spawn().await;
+        // No credentials: 401 before the body is read. The client sends the body in a
+        // second segment, after the answer, as a client waiting on `100-continue`
+        // might; the server must not leave it guessing whether to reuse the connection.
+        let body = br#"{"provider_id":"x"}"#;
+        let mut stream = connect(&app).await;
+        stream
+            .write_all(
+                format!(
+                    "POST /v1/appointments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let res = read_response(&mut stream).await;
+        assert_eq!(res.status, 401);
+        let _ = stream.write_all(body).await;
+        let keeps_alive = res
+            .header("connection")
+            .is_none_or(|v| !v.eq_ignore_ascii_case("close"));
+        if keeps_alive {
+            // Then the connection must really carry the next request.
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            assert_eq!(read_response(&mut stream).await.status, 200);
+        } else {
+            assert!(closed_within(&mut stream, Duration::from_secs(5)).await);
+        }
+        // A refusal after the body was read keeps the connection for the next request
+        // (the token refresh that follows a 401).
+        let mut stream = connect(&app).await;
+        let login = br#"{"email":"nobody@example.test","password":"not the password at all"}"#;
+        stream
+            .write_all(
+                format!(
+                    "POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    login.len()
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        stream.write_all(login).await.unwrap();
+        let res = read_response(&mut stream).await;
+        assert_eq!(res.status, 401);
+        assert_eq!(res.header("connection"), None);
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_response(&mut stream).await.status, 200);
+    }
+}

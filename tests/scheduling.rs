@@ -89,6 +89,85 @@ async fn providers_are_created_by_admins_public_and_edited_by_themselves() {
 }
 
 #[tokio::test]
+async fn free_text_with_nul_or_control_characters_is_a_422_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let c = clinic(&app).await;
+    let account = app.user_with_role(Role::Provider).await;
+    let create = |body: Value| {
+        let (app, token) = (&app, c.admin.tokens.access.clone());
+        async move { app.post_as("/v1/providers", &token, &body).await }
+    };
+    for (field, body) in [
+        (
+            "display_name",
+            json!({ "account_id": account.id, "display_name": "Dr\u{0}Lee", "time_zone": "UTC" }),
+        ),
+        (
+            "display_name",
+            json!({ "account_id": account.id, "display_name": "Dr\nLee", "time_zone": "UTC" }),
+        ),
+        (
+            "bio",
+            json!({ "account_id": account.id, "display_name": "Dr Lee", "time_zone": "UTC", "bio": "x\u{0}y" }),
+        ),
+        (
+            "specialty",
+            json!({ "account_id": account.id, "display_name": "Dr Lee", "time_zone": "UTC", "specialty": "\u{1b}[31mred" }),
+        ),
+    ] {
+        let res = create(body).await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{field}");
+        let body = problem(res).await;
+        assert_eq!(body["errors"][0]["field"], field, "{body}");
+    }
+    // Nothing was created, and a bio may have several lines.
+    let res = create(json!({ "account_id": account.id, "display_name": "Dr Lee", "time_zone": "UTC", "bio": "Line one.\n\tLine two." })).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+
+    let patch = |path: String, body: Value| {
+        app.request(Method::PATCH, &path)
+            .bearer_auth(&c.provider.tokens.access)
+            .header("if-match", "\"1\"")
+            .json(&body)
+            .send()
+    };
+    let res = patch(
+        format!("/v1/providers/{}", c.provider.id),
+        json!({ "bio": "nul\u{0}here" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem(res).await["errors"][0]["field"], "bio");
+    let res = patch(
+        format!("/v1/providers/{}/appointment-types/{}", c.provider.id, c.type_id),
+        json!({ "name": "Check\u{0}up" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem(res).await["errors"][0]["field"], "name");
+    let res = app
+        .post_as(
+            &format!("/v1/providers/{}/appointment-types", c.provider.id),
+            &c.provider.tokens.access,
+            &json!({ "name": "Tele\u{0}visit", "duration_minutes": 30, "modality": "video" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem(res).await["errors"][0]["field"], "name");
+
+    // A reason for visit with NUL is refused, and nothing is booked.
+    let (patient, _) = patient(&app).await;
+    let start = free_slot(&app, &c, 2).await;
+    let before = count(&app, "SELECT count(*) AS n FROM appointments");
+    let res = book(&app, &patient.tokens.access, json!({ "provider_id": c.provider.id, "type_id": c.type_id, "starts_at": start, "reason": "pain\u{0}" })).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem(res).await["errors"][0]["field"], "reason");
+    assert_eq!(count(&app, "SELECT count(*) AS n FROM appointments"), before);
+}
+
+#[tokio::test]
 async fn slots_follow_the_rules_overrides_and_range_cap() {
     let app = TestApp::spawn().await;
     let admin = app.admin().await;

@@ -129,13 +129,7 @@ pub fn parse_display_name(role: Role, name: Option<&str>) -> Result<Option<Strin
             "is only for providers and admins",
         ));
     }
-    if name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(Error::validation(
-            "display_name",
-            "must be 1 to 100 printable characters",
-        ));
-    }
-    Ok(Some(name.to_owned()))
+    crate::text::parse("display_name", name, crate::text::Rules::line(100)).map(Some)
 }
 
 /// Sets a staff member's display name.

@@ -112,7 +112,7 @@ async fn handshake(
     raw: &str,
     state: AppState,
 ) -> Result<Response, Error> {
-    let handshake = Handshake::parse(&headers, "GET /v1/consultations/{id}")?;
+    let handshake = Handshake::parse(&headers, slot.as_ref(), "GET /v1/consultations/{id}")?;
     websocket::check_origin(&state, &headers)?;
     let query = Query::parse(raw, &["ticket", "guest"])?;
     let (knock, caller) = match query.str("guest") {

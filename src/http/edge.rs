@@ -23,7 +23,8 @@ use tracing::Instrument;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-use super::{metrics, reply, routes, web};
+use super::connection::{Connection, TimedBody, Timeouts};
+use super::{metrics, reply, routes, tokens, web};
 use crate::config::HttpSettings;
 use crate::error::Error;
 
@@ -63,7 +64,10 @@ impl std::fmt::Display for RequestId {
 /// answers it (`GET /v1/ws`): hyper keeps it in the request's extensions, which
 /// warp's filters can only read when it is `Clone`.
 #[derive(Clone)]
-pub struct UpgradeSlot(Arc<std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>>);
+pub struct UpgradeSlot {
+    upgrade: Arc<std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>>,
+    version: http::Version,
+}
 
 impl std::fmt::Debug for UpgradeSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,9 +76,14 @@ impl std::fmt::Debug for UpgradeSlot {
 }
 
 impl UpgradeSlot {
+    /// The HTTP version of the request that asked for the upgrade.
+    pub fn version(&self) -> http::Version {
+        self.version
+    }
+
     /// The upgrade, once.
     pub fn take(&self) -> Option<hyper::upgrade::OnUpgrade> {
-        self.0
+        self.upgrade
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
@@ -95,6 +104,10 @@ pub struct EdgeConfig {
     pub trust_forwarded_for: bool,
     /// The browser client is served (`CAREWIRE_WEB_CLIENT`): its paths get its label.
     pub web_client: bool,
+    /// How long a connection may take over each part of a request, and sit idle.
+    pub timeouts: Timeouts,
+    /// Most connections served at once; more are refused with a 503.
+    pub max_connections: usize,
 }
 
 impl EdgeConfig {
@@ -105,6 +118,12 @@ impl EdgeConfig {
             hsts_max_age: http.hsts_max_age,
             trust_forwarded_for: http.trust_forwarded_for,
             web_client: http.web_client,
+            timeouts: Timeouts {
+                header: http.header_timeout,
+                body: http.body_timeout,
+                keep_alive: http.keep_alive_timeout,
+            },
+            max_connections: http.max_connections,
         }
     }
 
@@ -120,6 +139,7 @@ pub struct Edge {
     routes: BoxedFilter<(Response,)>,
     config: Arc<EdgeConfig>,
     peer: SocketAddr,
+    connection: Arc<Connection>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -131,8 +151,18 @@ impl std::fmt::Debug for Edge {
 }
 
 impl Edge {
-    pub fn new(routes: BoxedFilter<(Response,)>, config: Arc<EdgeConfig>, peer: SocketAddr) -> Edge {
-        Edge { routes, config, peer }
+    pub fn new(
+        routes: BoxedFilter<(Response,)>,
+        config: Arc<EdgeConfig>,
+        peer: SocketAddr,
+        connection: Arc<Connection>,
+    ) -> Edge {
+        Edge {
+            routes,
+            config,
+            peer,
+            connection,
+        }
     }
 }
 
@@ -145,9 +175,17 @@ impl hyper::service::Service<Request<Incoming>> for Edge {
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let started = Instant::now();
+        let in_progress = InProgress::start(self.connection.clone());
         let request_id = RequestId::from_headers(req.headers());
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        // Only origin-form targets (`/path?query`), or absolute-form ones with a path,
+        // name a resource here: `CONNECT host:port`, `GET healthz`, `OPTIONS *` do not.
+        let origin_form = req.uri().path().starts_with('/');
+        let path = if origin_form {
+            req.uri().path().to_owned()
+        } else {
+            String::new()
+        };
         // Static files of the browser client share one label: never the raw path,
         // which would make the label set unbounded.
         let route = routes::template_for(&method, &path)
@@ -169,22 +207,28 @@ impl hyper::service::Service<Request<Incoming>> for Edge {
         let authenticated = req.headers().contains_key(header::AUTHORIZATION);
         req.extensions_mut().insert(request_id.clone());
         req.extensions_mut().insert(ClientIp(client_ip));
-        let wants_websocket = req
-            .headers()
-            .get(header::UPGRADE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-        if wants_websocket {
+        if tokens::wants_upgrade(req.version(), req.headers(), "websocket") {
             let upgrade = hyper::upgrade::on(&mut req);
-            req.extensions_mut()
-                .insert(UpgradeSlot(Arc::new(std::sync::Mutex::new(Some(upgrade)))));
+            let version = req.version();
+            req.extensions_mut().insert(UpgradeSlot {
+                upgrade: Arc::new(std::sync::Mutex::new(Some(upgrade))),
+                version,
+            });
         }
+        let (parts, body) = req.into_parts();
+        let (body, body_progress) = TimedBody::new(body, self.config.timeouts.body);
+        let req = Request::from_parts(parts, body);
 
         let config = self.config.clone();
+        let connection = self.connection.clone();
         let mut routes = warp::service(self.routes.clone());
         let in_flight = metrics::InFlight::start();
         async move {
-            let mut res = if let Some(res) = preflight(&req, &config, origin.as_deref()) {
+            let mut res = if !origin_form {
+                reply::error(&Error::bad_request(
+                    "the request target must be a path (origin-form, RFC 9112 §3.2.1)",
+                ))
+            } else if let Some(res) = preflight(&req, &config, origin.as_deref()) {
                 res
             } else if declared_length(req.headers()).is_some_and(|len| len > config.body_limit as u64) {
                 reply::error(&Error::PayloadTooLarge {
@@ -201,6 +245,18 @@ impl hyper::service::Service<Request<Incoming>> for Edge {
                     }
                 }
             };
+            if body_progress.timed_out() {
+                res = reply::error(&Error::RequestTimeout);
+            }
+            if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+                connection.upgraded();
+            } else if !body_progress.finished() {
+                // The body was not read (an early refusal, a 413): the client may still
+                // be sending it, so this connection cannot carry another request. Say
+                // so, rather than drop it under a client that would reuse it.
+                res.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             if res.status() == StatusCode::METHOD_NOT_ALLOWED {
                 let allow = routes::allowed_methods(&path).join(", ");
                 if let Ok(value) = HeaderValue::from_str(&allow) {
@@ -216,6 +272,7 @@ impl hyper::service::Service<Request<Incoming>> for Edge {
                 authenticated,
             );
             drop(in_flight);
+            drop(in_progress);
 
             let status = res.status().as_u16();
             let elapsed = started.elapsed();
@@ -232,6 +289,23 @@ impl hyper::service::Service<Request<Incoming>> for Edge {
         }
         .instrument(span)
         .boxed()
+    }
+}
+
+/// A request the edge works on, for the connection's timeouts: started when its
+/// headers are in, finished when the edge answers, however that happens.
+struct InProgress(Arc<Connection>);
+
+impl InProgress {
+    fn start(connection: Arc<Connection>) -> InProgress {
+        connection.request_started();
+        InProgress(connection)
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.request_finished();
     }
 }
 

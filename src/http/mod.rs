@@ -10,6 +10,7 @@
 //!   [`reply::respond`]; every route is listed in [`routes::ROUTES`].
 
 pub mod body;
+pub mod connection;
 pub mod edge;
 pub mod etag;
 pub mod health;
@@ -19,6 +20,7 @@ pub mod query;
 pub mod reply;
 pub mod routes;
 pub mod server;
+pub mod tokens;
 pub mod web;
 pub mod websocket;
 

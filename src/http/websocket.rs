@@ -46,11 +46,17 @@ pub struct Handshake {
 }
 
 impl Handshake {
-    /// Checks that `headers` ask for a version-13 WebSocket; 400 otherwise.
-    pub fn parse(headers: &HeaderMap, endpoint: &str) -> Result<Handshake, Error> {
+    /// Checks that the request asks for a version-13 WebSocket; 400 otherwise. `slot`
+    /// is the upgrade the edge kept for it (only for an HTTP/1.1 request that asks
+    /// for one).
+    pub fn parse(
+        headers: &HeaderMap,
+        slot: Option<&UpgradeSlot>,
+        endpoint: &str,
+    ) -> Result<Handshake, Error> {
         let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
-        let is_upgrade = header_has_token(headers, header::UPGRADE, "websocket")
-            && header_has_token(headers, header::CONNECTION, "upgrade");
+        let is_upgrade =
+            slot.is_some_and(|s| crate::http::tokens::wants_upgrade(s.version(), headers, "websocket"));
         let (Some(key), true) = (key, is_upgrade) else {
             return Err(Error::bad_request(format!(
                 "{endpoint} is a WebSocket endpoint: send an Upgrade: websocket handshake"
@@ -63,13 +69,8 @@ impl Handshake {
         {
             return Err(Error::bad_request("only WebSocket version 13 is supported"));
         }
-        let offered = headers
-            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|p| p.trim().to_owned())
-            .filter(|p| !p.is_empty())
+        let offered = crate::http::tokens::tokens(headers, &header::SEC_WEBSOCKET_PROTOCOL)
+            .map(str::to_owned)
             .collect();
         Ok(Handshake { key, offered })
     }
@@ -83,15 +84,6 @@ impl Handshake {
     pub fn bearer(&self) -> Option<&str> {
         self.offered.iter().find_map(|p| p.strip_prefix("bearer."))
     }
-}
-
-fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// 403 for a browser page from a site that is neither in `CAREWIRE_CORS_ORIGINS` nor
@@ -178,9 +170,12 @@ where
     F: FnOnce(Socket) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let on_upgrade = slot
-        .and_then(|s| s.take())
-        .ok_or(Error::internal("the connection cannot be upgraded"))?;
+    // The edge keeps the upgrade for every request that asks for one, by the same
+    // reading of the headers as `Handshake::parse`; none here means the connection
+    // cannot switch protocols (it was taken already, say), which is the client's doing.
+    let on_upgrade = slot.and_then(|s| s.take()).ok_or(Error::bad_request(
+        "this connection cannot be upgraded to a WebSocket",
+    ))?;
     let mut res = reply::empty(StatusCode::SWITCHING_PROTOCOLS);
     let headers = res.headers_mut();
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));

@@ -129,7 +129,7 @@ async fn handshake(
     raw: &str,
     state: AppState,
 ) -> Result<Response, Error> {
-    let handshake = Handshake::parse(&headers, "GET /v1/ws")?;
+    let handshake = Handshake::parse(&headers, slot.as_ref(), "GET /v1/ws")?;
     websocket::check_origin(&state, &headers)?;
     let request = parse_request(raw)?;
     let caller = websocket::authenticate(&state, &handshake, request.ticket.as_deref(), PROTOCOL).await?;

@@ -124,23 +124,7 @@ pub const FIELDS: &[&str] = &[
 ];
 
 fn text(field: &str, value: &str, max: usize) -> Result<(), Error> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err(Error::validation(field.to_owned(), "must not be empty"));
-    }
-    if trimmed.chars().count() > max {
-        return Err(Error::validation(
-            field.to_owned(),
-            format!("must be at most {max} characters"),
-        ));
-    }
-    if trimmed.chars().any(char::is_control) {
-        return Err(Error::validation(
-            field.to_owned(),
-            "must not contain control characters",
-        ));
-    }
-    Ok(())
+    crate::text::check(field.to_owned(), value, crate::text::Rules::line(max))
 }
 
 fn opt_text(field: &str, value: &Option<String>, max: usize) -> Result<(), Error> {

@@ -56,14 +56,8 @@ impl Content {
             ));
         }
         for (name, section) in sections {
-            if section
-                .as_deref()
-                .is_some_and(|s| s.chars().count() > MAX_SECTION)
-            {
-                return Err(Error::validation(
-                    name,
-                    format!("must be at most {MAX_SECTION} characters"),
-                ));
+            if let Some(section) = section.as_deref() {
+                crate::text::check(name, section, crate::text::Rules::prose(MAX_SECTION).at_least(0))?;
             }
         }
         Ok(self)

@@ -21,6 +21,7 @@ use crate::http::etag::{self, IfMatch};
 use crate::http::query::{self, Query};
 use crate::http::{RequestContext, body, reply, request_context, with_state};
 use crate::state::AppState;
+use crate::text::{self, Rules};
 
 pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
     create(state)
@@ -321,14 +322,7 @@ async fn open_break_glass_handler(
     input: BreakGlassRequest,
     state: AppState,
 ) -> Result<Response, Error> {
-    let reason = input.reason.trim().to_owned();
-    let length = reason.chars().count();
-    if !(10..=500).contains(&length) {
-        return Err(Error::validation(
-            "reason",
-            "must say why, in 10 to 500 characters",
-        ));
-    }
+    let reason = text::parse("reason", &input.reason, Rules::prose(500).at_least(10))?;
     let duration = state.settings.records.break_glass_duration;
     let granted = state
         .with_db(move |conn, state| {

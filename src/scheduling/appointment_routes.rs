@@ -25,6 +25,7 @@ use crate::http::etag::{self, IfMatch};
 use crate::http::query::{self, Query};
 use crate::http::{RequestContext, body, reply, request_context, with_state};
 use crate::state::AppState;
+use crate::text::{self, Rules};
 
 pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
     create(state)
@@ -227,9 +228,9 @@ pub(crate) fn create(state: &AppState) -> BoxedFilter<(Response,)> {
              input: BookRequest,
              state: AppState| async move {
                 if let Some(reason) = &input.reason
-                    && (reason.chars().count() > 1000 || reason.trim().is_empty())
+                    && let Err(e) = text::check("reason", reason, Rules::prose(1000))
                 {
-                    return reply::error(&Error::validation("reason", "must be 1 to 1000 characters"));
+                    return reply::error(&e);
                 }
                 let idem = Idempotency::new(
                     key,
@@ -724,13 +725,10 @@ pub(crate) fn cancel(state: &AppState) -> BoxedFilter<(Response,)> {
              key: Option<String>,
              input: CancelRequest,
              state: AppState| async move {
-                let reason = input.reason.trim().to_owned();
-                if reason.is_empty() || reason.chars().count() > 500 {
-                    return reply::error(&Error::validation(
-                        "reason",
-                        "must say why, in 1 to 500 characters",
-                    ));
-                }
+                let reason = match text::parse("reason", &input.reason, Rules::prose(500)) {
+                    Ok(reason) => reason,
+                    Err(e) => return reply::error(&e),
+                };
                 let idem = Idempotency::new(
                     key,
                     "POST",

@@ -1,5 +1,6 @@
 //! Providers' public profiles and their appointment types. Nothing here is PHI.
 
+use crate::text::{self, Rules};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use diesel::pg::PgConnection;
@@ -47,24 +48,21 @@ pub fn parse_time_zone(name: &str) -> Result<Tz, Error> {
         .map_err(|_| Error::validation("time_zone", "must be an IANA time zone such as America/New_York"))
 }
 
-fn bounded(field: &'static str, value: &str, max: usize) -> Result<(), Error> {
-    if value.trim().is_empty() || value.chars().count() > max {
-        return Err(Error::validation(field, format!("must be 1 to {max} characters")));
-    }
-    Ok(())
-}
-
 impl ProfileInput {
     pub fn validated(self) -> Result<ProfileInput, Error> {
-        bounded("display_name", &self.display_name, 100)?;
-        if let Some(s) = &self.specialty {
-            bounded("specialty", s, 100)?;
-        }
-        if let Some(b) = &self.bio {
-            bounded("bio", b, 2000)?;
-        }
         parse_time_zone(&self.time_zone)?;
-        Ok(self)
+        Ok(ProfileInput {
+            display_name: text::parse("display_name", &self.display_name, Rules::line(100))?,
+            specialty: self
+                .specialty
+                .map(|s| text::parse("specialty", &s, Rules::line(100)))
+                .transpose()?,
+            bio: self
+                .bio
+                .map(|b| text::parse("bio", &b, Rules::prose(2000)))
+                .transpose()?,
+            ..self
+        })
     }
 }
 
@@ -240,7 +238,7 @@ fn within(field: &'static str, value: i32, min: i32, max: i32) -> Result<(), Err
 
 impl TypeInput {
     pub fn validated(mut self) -> Result<TypeInput, Error> {
-        bounded("name", &self.name, 100)?;
+        self.name = text::parse("name", &self.name, Rules::line(100))?;
         within("duration_minutes", self.duration_minutes, 5, 480)?;
         within("buffer_before_minutes", self.buffer_before_minutes, 0, 240)?;
         within("buffer_after_minutes", self.buffer_after_minutes, 0, 240)?;
