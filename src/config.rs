@@ -51,6 +51,7 @@ pub const SETTINGS: &[SettingDef] = &[
     plain("CAREWIRE_DB_POOL_SIZE"),
     plain("CAREWIRE_DB_ACQUIRE_TIMEOUT_MS"),
     plain("CAREWIRE_DB_STATEMENT_TIMEOUT_MS"),
+    plain("CAREWIRE_DB_STARTUP_WAIT_SECS"),
     plain("CAREWIRE_LOG"),
     plain("CAREWIRE_LOG_FORMAT"),
     plain("CAREWIRE_BODY_LIMIT_BYTES"),
@@ -101,6 +102,9 @@ pub const SETTINGS: &[SettingDef] = &[
     plain("CAREWIRE_CONSULT_RECONNECT_GRACE_SECS"),
     plain("CAREWIRE_CONSULT_HEARTBEAT_TIMEOUT_SECS"),
     plain("CAREWIRE_CONSULT_EMPTY_ROOM_SECS"),
+    plain("CAREWIRE_CONSULT_MAX_MESSAGE_BYTES"),
+    plain("CAREWIRE_CONSULT_MESSAGES_PER_SEC"),
+    plain("CAREWIRE_CONSULT_MESSAGE_BURST"),
     plain("CAREWIRE_STUN_URLS"),
     plain("CAREWIRE_TURN_URLS"),
     secret("CAREWIRE_TURN_SECRET"),
@@ -209,6 +213,9 @@ pub struct ConsultSettings {
     pub room: carewire_signaling::RoomConfig,
     /// STUN and TURN servers, and the TURN shared secret for coturn credentials.
     pub ice: carewire_signaling::IceConfig,
+    /// Largest frame a consultation socket reads; larger closes it with 1009. At least
+    /// the protocol's own limit (larger messages than that get `BAD_MESSAGE`).
+    pub max_message_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -267,6 +274,9 @@ pub struct DatabaseSettings {
     pub acquire_timeout: Duration,
     /// Server-side cap on any one statement.
     pub statement_timeout: Duration,
+    /// How long `serve` keeps trying to reach PostgreSQL at start-up (not yet up, or
+    /// refusing connections because it is full) before it gives up.
+    pub startup_wait: Duration,
 }
 
 #[derive(Debug)]
@@ -467,6 +477,7 @@ impl Settings {
                 pool_size: p.number("CAREWIRE_DB_POOL_SIZE", 16, 1, 1000)?,
                 acquire_timeout: p.millis("CAREWIRE_DB_ACQUIRE_TIMEOUT_MS", 2_000, 10, 600_000)?,
                 statement_timeout: p.millis("CAREWIRE_DB_STATEMENT_TIMEOUT_MS", 30_000, 100, 3_600_000)?,
+                startup_wait: p.secs("CAREWIRE_DB_STARTUP_WAIT_SECS", 30, 0, 3_600)?,
             },
             http: HttpSettings {
                 body_limit: p.number("CAREWIRE_BODY_LIMIT_BYTES", 64 * 1024, 1024, 64 * 1024 * 1024)?,
@@ -577,6 +588,10 @@ impl Settings {
                     // Three pings fit in the timeout, so one lost ping is not a drop.
                     ping_interval: heartbeat_timeout / 3,
                     heartbeat_timeout,
+                    rate_limit: carewire_signaling::RateLimit {
+                        burst: p.number("CAREWIRE_CONSULT_MESSAGE_BURST", 60, 1, 10_000)?,
+                        per_second: p.number("CAREWIRE_CONSULT_MESSAGES_PER_SEC", 20, 1, 10_000)?,
+                    },
                     ..carewire_signaling::RoomConfig::default()
                 };
                 let urls = |v: &str| {
@@ -597,6 +612,13 @@ impl Settings {
                 })?;
                 let ttl = p.secs("CAREWIRE_TURN_TTL_SECS", 6 * 3600, 60, 7 * 86_400)?;
                 ConsultSettings {
+                    // Every message the protocol allows must fit.
+                    max_message_bytes: p.number(
+                        "CAREWIRE_CONSULT_MAX_MESSAGE_BYTES",
+                        256 * 1024,
+                        carewire_signaling::protocol::MAX_FRAME_BYTES,
+                        4 * 1024 * 1024,
+                    )?,
                     window: crate::consult::admission::Window {
                         opens_before: p
                             .number("CAREWIRE_CONSULT_OPENS_BEFORE_MINUTES", 15u64, 0, 24 * 60)

@@ -169,15 +169,44 @@ impl Error {
 
 impl From<diesel::result::Error> for Error {
     fn from(err: diesel::result::Error) -> Self {
-        use diesel::result::{DatabaseErrorKind, Error as D};
+        use diesel::result::Error as D;
         match err {
             D::NotFound => Error::NotFound,
             // A lost connection mid-request is the database being unavailable, not a bug.
-            D::DatabaseError(DatabaseErrorKind::ClosedConnection, _) | D::BrokenTransactionManager => {
-                Error::Unavailable("database connection lost")
-            }
+            other if connection_lost(&other) => Error::Unavailable("database connection lost"),
             other => Error::Internal(anyhow::Error::new(other).context("database query failed")),
         }
+    }
+}
+
+/// Whether `err` says the connection to PostgreSQL is gone, however diesel reports
+/// it. After a lost connection, `Connection::transaction` returns the failed
+/// ROLLBACK's error (`UnableToSendCommand`) rather than the query's, and a server
+/// shut down under us answers with a message only (SQLSTATE 57P01 is not kept).
+fn connection_lost(err: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind as K, Error as D};
+    match err {
+        D::DatabaseError(K::ClosedConnection | K::UnableToSendCommand, _) | D::BrokenTransactionManager => {
+            true
+        }
+        D::RollbackErrorOnCommit {
+            rollback_error,
+            commit_error,
+        } => connection_lost(rollback_error) || connection_lost(commit_error),
+        D::DatabaseError(_, info) => {
+            let message = info.message();
+            [
+                "server closed the connection unexpectedly",
+                "terminating connection due to administrator command",
+                "no connection to the server",
+                "could not receive data from server",
+                "could not send data to server",
+                "connection to server was lost",
+            ]
+            .iter()
+            .any(|known| message.contains(known))
+        }
+        _ => false,
     }
 }
 
@@ -254,6 +283,31 @@ mod tests {
         let json = serde_json::to_string(&err.to_problem()).unwrap();
         assert!(!json.contains("hunter2"));
         assert!(!json.contains("detail"));
+    }
+
+    #[test]
+    fn every_way_diesel_reports_a_lost_connection_is_a_503() {
+        use diesel::result::{DatabaseErrorKind as K, Error as D};
+        let db = |kind, message: &str| D::DatabaseError(kind, Box::new(message.to_owned()));
+        for err in [
+            db(K::ClosedConnection, "x"),
+            db(K::UnableToSendCommand, "another command is already in progress"),
+            D::BrokenTransactionManager,
+            D::RollbackErrorOnCommit {
+                rollback_error: Box::new(db(K::UnableToSendCommand, "no connection to the server")),
+                commit_error: Box::new(db(K::Unknown, "server closed the connection unexpectedly")),
+            },
+            db(
+                K::Unknown,
+                "FATAL:  terminating connection due to administrator command",
+            ),
+        ] {
+            assert_eq!(Error::from(err).status(), StatusCode::SERVICE_UNAVAILABLE);
+        }
+        assert_eq!(
+            Error::from(db(K::Unknown, "syntax error at or near")).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 
     #[test]

@@ -26,9 +26,6 @@ use crate::http::edge::EdgeConfig;
 use crate::realtime::bus::{Bus, PgBus};
 use crate::state::{AppState, Shared};
 
-/// How long start-up waits for the database before giving up.
-const DATABASE_WAIT: Duration = Duration::from_secs(30);
-
 /// Extra knobs for building, used by tests.
 #[derive(Default)]
 pub struct BuildOptions {
@@ -100,12 +97,13 @@ impl Application {
         }
         let crypto = {
             let db = db.clone();
+            let startup_wait = settings.database.startup_wait;
             let url = url.expose().to_owned();
             let options = CryptoOptions {
                 max_encryptions_per_key: settings.crypto.max_encryptions_per_key,
             };
             tokio::task::spawn_blocking(move || -> anyhow::Result<Crypto> {
-                let mut conn = wait_for_database(&db)?;
+                let mut conn = wait_for_database(&db, startup_wait)?;
                 let applied = db::run_migrations(&mut conn)?;
                 if !applied.is_empty() {
                     tracing::info!(count = applied.len(), versions = ?applied, "applied database migrations");
@@ -402,22 +400,35 @@ fn spawn_maintenance(state: &AppState) -> Vec<JoinHandle<()>> {
 }
 
 /// A pooled connection, retrying while the database starts.
-fn wait_for_database(db: &Db) -> anyhow::Result<db::PooledPg> {
-    let deadline = Instant::now() + DATABASE_WAIT;
+fn wait_for_database(db: &Db, wait: Duration) -> anyhow::Result<db::PooledPg> {
+    let started = Instant::now();
+    let deadline = started + wait;
     let mut warned = false;
     loop {
         match db.get_blocking() {
-            Ok(conn) => return Ok(conn),
+            Ok(conn) => {
+                if warned {
+                    tracing::info!(
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        "the database answered"
+                    );
+                }
+                return Ok(conn);
+            }
             Err(e) if Instant::now() < deadline => {
                 if !warned {
-                    tracing::warn!(error = %e, "waiting for the database");
+                    tracing::warn!(
+                        error = %e,
+                        "waiting for the database: retrying for up to {} s (CAREWIRE_DB_STARTUP_WAIT_SECS)",
+                        wait.as_secs()
+                    );
                     warned = true;
                 }
-                std::thread::sleep(Duration::from_millis(500));
+                std::thread::sleep(Duration::from_millis(250));
             }
             Err(_) => anyhow::bail!(
-                "the database did not answer within {} s; check DATABASE_URL and that PostgreSQL is running",
-                DATABASE_WAIT.as_secs()
+                "the database did not answer within {} s (CAREWIRE_DB_STARTUP_WAIT_SECS); check DATABASE_URL and that PostgreSQL is running and accepts connections",
+                wait.as_secs()
             ),
         }
     }

@@ -418,6 +418,103 @@ async fn a_lost_database_answers_503_quickly_and_the_server_recovers_by_itself()
 }
 
 #[tokio::test]
+async fn while_the_database_is_down_requests_fail_fast_instead_of_waiting_for_a_connection() {
+    let proxy = support::proxy::DbProxy::start(support::database::backend().target.clone()).await;
+    // An acquire timeout far longer than any client waits: only the breaker can answer.
+    let app = TestApp::builder()
+        .via_proxy(proxy.port)
+        .setting("CAREWIRE_DB_ACQUIRE_TIMEOUT_MS", "600000")
+        .setting("CAREWIRE_SESSION_CHECK_TTL_MS", "0")
+        .spawn()
+        .await;
+    let patient = app.patient().await;
+    proxy.cut();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    // The first requests find out that connecting fails; every one is answered.
+    for _ in 0..20 {
+        let res = client
+            .get(app.url("/v1/me"))
+            .bearer_auth(&patient.tokens.access)
+            .send()
+            .await
+            .expect("answered while the database is down");
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()["retry-after"], "1");
+        assert_eq!(problem_type(&problem(res).await), "service-unavailable");
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("db_breaker_open 1"), "{metrics}");
+
+    proxy.restore();
+    let mut recovered = false;
+    for _ in 0..100 {
+        let res = client
+            .get(app.url("/v1/me"))
+            .bearer_auth(&patient.tokens.access)
+            .send()
+            .await
+            .expect("answered");
+        if res.status() == StatusCode::OK {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        recovered,
+        "the breaker did not close after the database came back"
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("db_breaker_open 0"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_database_lost_inside_a_transaction_is_a_503_not_a_500() {
+    use diesel::connection::SimpleConnection;
+    let proxy = support::proxy::DbProxy::start(support::database::backend().target.clone()).await;
+    let app = TestApp::builder()
+        .via_proxy(proxy.port)
+        .setting("CAREWIRE_DB_ACQUIRE_TIMEOUT_MS", "300")
+        .spawn()
+        .await;
+    let (patient, record) = support::booking::patient(&app).await;
+
+    // Hold the audit table so the read's transaction is still open when the link dies.
+    let mut holder = app.db.connect();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE;")
+        .unwrap();
+    let read = tokio::spawn({
+        let request = app
+            .request(Method::GET, &format!("/v1/patients/{record}"))
+            .bearer_auth(&patient.tokens.access);
+        async move { request.send().await }
+    });
+    let waiting = "SELECT count(*) AS n FROM pg_stat_activity \
+        WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    for _ in 0..100 {
+        if support::booking::count(&app, waiting) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        support::booking::count(&app, waiting) > 0,
+        "the read never reached the audit write"
+    );
+    proxy.cut();
+    let res = read.await.unwrap().expect("answered");
+    holder.batch_execute("ROLLBACK").unwrap();
+
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(problem_type(&problem(res).await), "service-unavailable");
+}
+
+#[tokio::test]
 async fn graceful_shutdown_finishes_the_request_in_flight_and_refuses_new_ones() {
     let entered = Arc::new(tokio::sync::Notify::new());
     let entered_route = entered.clone();
@@ -762,6 +859,52 @@ mod binary {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("apt-get install postgresql"), "{stderr}");
         assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+    }
+
+    #[test]
+    fn a_start_that_fails_exits_with_1_and_says_why_every_time() {
+        use diesel::connection::SimpleConnection;
+        let db = TestDatabase::create_empty();
+        // A role that may connect but not create tables: migrating fails.
+        let role = format!("cw_no_create_{}", std::process::id());
+        let mut conn = db.connect();
+        conn.batch_execute(&format!(
+            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN; REVOKE CREATE ON SCHEMA public FROM PUBLIC"
+        ))
+        .unwrap();
+        let url = support::database::with_param(&db.url, "user", &role);
+        let data = tempfile::tempdir().unwrap();
+        for attempt in 1..=30 {
+            let output = carewire()
+                .arg("serve")
+                .env("DATABASE_URL", &url)
+                .env("CAREWIRE_LISTEN", "127.0.0.1:0")
+                .env("CAREWIRE_DATA_DIR", data.path())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(
+                output.status.code(),
+                Some(1),
+                "attempt {attempt}: {:?}\n{stderr}",
+                output.status
+            );
+            assert!(
+                stderr.contains("permission denied"),
+                "attempt {attempt}: {stderr}"
+            );
+        }
+        drop(conn);
+        drop(db);
+        let mut admin = diesel::Connection::establish(&support::database::with_param(
+            &support::database::backend().base_url,
+            "dbname",
+            "postgres",
+        ))
+        .map(|c: diesel::PgConnection| c);
+        if let Ok(admin) = admin.as_mut() {
+            let _ = admin.batch_execute(&format!("DROP ROLE IF EXISTS {role}"));
+        }
     }
 
     #[test]

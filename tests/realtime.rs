@@ -382,6 +382,38 @@ async fn a_client_that_resumes_gets_exactly_the_events_it_missed_in_order() {
 }
 
 #[tokio::test]
+async fn a_client_that_drops_right_after_the_welcome_resumes_from_its_seq_and_loses_nothing() {
+    let app = TestApp::spawn().await;
+    let c = clinic(&app).await;
+    let (ada, _) = patient(&app).await;
+    let (mut ws, _) = connect(&app, &ada, "").await;
+    let _ = next_json(&mut ws).await;
+    book_ok(&app, &ada.tokens.access, json!({ "provider_id": c.provider.id, "type_id": c.type_id, "starts_at": free_slot(&app, &c, 2).await })).await;
+    let last_seq = next_of(&mut ws, "event").await["seq"].as_i64().unwrap();
+    ws.close(None).await.unwrap();
+    let mut missed = Vec::new();
+    for day in 3..5 {
+        let b = book_ok(&app, &ada.tokens.access, json!({ "provider_id": c.provider.id, "type_id": c.type_id, "starts_at": free_slot(&app, &c, day).await })).await;
+        missed.push(b["id"].clone());
+    }
+
+    // The protocol's rule: no event received before a drop, resume from welcome.seq.
+    let (ws, welcome) = connect(&app, &ada, &format!("resume_from={last_seq}")).await;
+    assert_eq!(welcome["resumed"], true);
+    drop(ws);
+    let resume_from = welcome["seq"].as_i64().unwrap();
+    let (mut ws, welcome) = connect(&app, &ada, &format!("resume_from={resume_from}")).await;
+    assert_eq!(welcome["resumed"], true, "{welcome}");
+    let mut replayed = Vec::new();
+    for _ in 0..2 {
+        let event = next_json(&mut ws).await;
+        assert_eq!(event["type"], "event", "the missed events are replayed: {event}");
+        replayed.push(event["data"]["appointment_id"].clone());
+    }
+    assert_eq!(replayed, missed);
+}
+
+#[tokio::test]
 async fn resuming_from_before_what_is_kept_asks_for_a_resync() {
     let app = TestApp::spawn().await;
     let c = clinic(&app).await;
@@ -490,6 +522,62 @@ async fn oversized_messages_and_floods_are_refused_then_closed() {
     let _ = next_json(&mut ws).await;
     let _ = ws.send(Message::text("x".repeat(4096))).await;
     assert_eq!(close_code(&mut ws).await, Some(u16::from(CloseCode::Size)));
+}
+
+#[tokio::test]
+async fn every_frame_counts_against_the_rate_and_a_flooder_hears_why_it_was_closed() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let app = TestApp::builder()
+        .setting("CAREWIRE_WS_MESSAGES_PER_SEC", "5")
+        .spawn()
+        .await;
+    let user = app.patient().await;
+    type Flood = (&'static str, fn(usize) -> Message);
+    let floods: [Flood; 3] = [
+        ("binary frames", |i| Message::binary(i.to_string().into_bytes())),
+        ("pings", |i| Message::Ping(i.to_string().into_bytes().into())),
+        ("text frames", |i| {
+            Message::text(json!({ "type": "ping", "id": i.to_string() }).to_string())
+        }),
+    ];
+    for (what, frame) in floods {
+        let (mut ws, _) = connect(&app, &user, "").await;
+        let _ = next_json(&mut ws).await;
+        // All at once, without reading: the server has unread data when it closes.
+        for i in 0..2000 {
+            if ws.feed(frame(i)).await.is_err() {
+                break;
+            }
+        }
+        let _ = ws.flush().await;
+        let mut answers = 0;
+        let code = loop {
+            match tokio::time::timeout(StdDuration::from_secs(15), ws.next())
+                .await
+                .expect("closed within 15 s")
+            {
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(Message::Text(_) | Message::Pong(_))) => answers += 1,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("{what}: the connection broke instead of closing: {e}"),
+                None => break None,
+            }
+        };
+        assert_eq!(
+            code,
+            Some(1008),
+            "{what}: the flood is closed with 1008, and the client hears it"
+        );
+        assert!(answers < 100, "{what}: {answers} answers to 2000 frames");
+    }
+
+    // Text that is not UTF-8 is 1007 (RFC 6455 section 8.1), not a protocol error.
+    let (mut ws, _) = connect(&app, &user, "").await;
+    let _ = next_json(&mut ws).await;
+    let bad = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    ws.send(Message::Frame(bad)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1007));
 }
 
 /// Inserts `n` notification events of about `size` bytes for `account`, the way the

@@ -168,6 +168,24 @@ async fn free_text_with_nul_or_control_characters_is_a_422_naming_the_field() {
 }
 
 #[tokio::test]
+async fn a_weekly_window_from_midnight_to_midnight_is_the_whole_day() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let provider = provider_with_profile(&app, &admin, "UTC").await;
+    set_weekly(&app, &provider, "00:00", "00:00").await;
+    let type_id = add_type(&app, &provider, json!({ "duration_minutes": 60 })).await;
+    let day = (Utc::now() + Duration::days(3)).date_naive();
+    let from = day.and_hms_opt(0, 0, 0).unwrap().and_utc();
+    let found = slots(&app, &provider.id, &type_id, from, from + Duration::days(1)).await;
+    let starts: Vec<&str> = found.iter().map(|s| s["starts_at"].as_str().unwrap()).collect();
+    assert_eq!(starts.len(), 24, "{starts:?}");
+    assert!(
+        starts[0].contains("T00:00:00") && starts[23].contains("T23:00:00"),
+        "{starts:?}"
+    );
+}
+
+#[tokio::test]
 async fn slots_follow_the_rules_overrides_and_range_cap() {
     let app = TestApp::spawn().await;
     let admin = app.admin().await;

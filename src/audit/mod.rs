@@ -86,10 +86,7 @@ pub async fn record_denial(
 pub fn record(conn: &mut PgConnection, event: &AuditEvent) -> Result<(), Error> {
     carewire_audit::store::record(conn, event)
         .map(|_| ())
-        .map_err(|e| {
-            metrics::counter!("audit_write_failures_total").increment(1);
-            Error::Internal(anyhow::Error::new(e).context("writing the audit event failed"))
-        })
+        .map_err(write_failed)
 }
 
 /// Records several events in the caller's transaction with one statement; fails as
@@ -97,8 +94,15 @@ pub fn record(conn: &mut PgConnection, event: &AuditEvent) -> Result<(), Error> 
 pub fn record_many(conn: &mut PgConnection, events: &[AuditEvent]) -> Result<(), Error> {
     carewire_audit::store::record_many(conn, events)
         .map(|_| ())
-        .map_err(|e| {
-            metrics::counter!("audit_write_failures_total").increment(1);
-            Error::Internal(anyhow::Error::new(e).context("writing the audit events failed"))
-        })
+        .map_err(write_failed)
+}
+
+/// A failed audit write fails the request: a 503 when the database went away (as
+/// any query's), a 500 otherwise.
+fn write_failed(e: diesel::result::Error) -> Error {
+    metrics::counter!("audit_write_failures_total").increment(1);
+    match Error::from(e) {
+        Error::Internal(cause) => Error::Internal(cause.context("writing the audit event failed")),
+        other => other,
+    }
 }

@@ -35,10 +35,6 @@ use crate::realtime::hub::Closing;
 use crate::scheduling::appointments;
 use crate::state::AppState;
 
-/// Frames up to the protocol's 128 KiB reach the room (which answers `BAD_MESSAGE` for
-/// more); tungstenite cuts anything past twice that with 1009 before buffering it.
-const MAX_FRAME: usize = 256 * 1024;
-
 /// GET /v1/consultations/{appointment_id}?ticket=|guest=: the consultation socket.
 #[utoipa::path(get, path = "/v1/consultations/{id}", tag = "consultations", params(("id" = Uuid, Path, description = "The video appointment"), ("ticket" = Option<String>, Query, description = "From POST /v1/ws/ticket; or offer the subprotocols `carewire.consult.v1` and `bearer.<access token>`"), ("guest" = Option<String>, Query, description = "A guest link token minted by the provider (`invite_guest`), instead of an account")), responses((status = 101, description = "Switching to the WebSocket protocol carewire.consult.v1 (see signaling/PROTOCOL.md)"), (status = 400, description = "Not a WebSocket handshake", body = crate::http::openapi::ProblemDoc), (status = 401, description = "No valid ticket, token or guest link", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Origin not allowed", body = crate::http::openapi::ProblemDoc)))]
 pub(crate) fn socket(state: &AppState) -> BoxedFilter<(Response,)> {
@@ -139,7 +135,9 @@ async fn handshake(
             )
         }
     };
-    let config = websocket::config(MAX_FRAME);
+    // Frames up to the protocol's 128 KiB reach the room (which answers `BAD_MESSAGE`
+    // for more); tungstenite cuts anything past the setting with 1009 before buffering.
+    let config = websocket::config(state.settings.consult.max_message_bytes);
     websocket::accept(&handshake, slot, PROTOCOL_VERSION, config, move |socket| {
         enter(socket, state, ctx, appointment, knock, caller)
     })
@@ -317,6 +315,11 @@ async fn enter(
                 Some(Err(tungstenite::Error::Capacity(_))) => {
                     room.disconnected(&state.consult).await;
                     close(socket, 1009, "message too big").await;
+                    break;
+                }
+                Some(Err(tungstenite::Error::Utf8(_))) => {
+                    room.disconnected(&state.consult).await;
+                    close(socket, 1007, "text frames must be UTF-8").await;
                     break;
                 }
                 None | Some(Ok(Message::Close(_))) | Some(Err(_)) => {

@@ -3,12 +3,15 @@
 //!
 //! Diesel is synchronous. Every request does all its database work in one closure on
 //! tokio's blocking pool through [`Db::run`], which carries the caller's tracing span
-//! into the blocking thread and turns an unavailable database into a quick 503.
+//! into the blocking thread and turns an unavailable database into a quick 503: while
+//! the circuit [`breaker`] is open, at once.
 //! No code ever touches a connection on a tokio worker thread.
 
+pub mod breaker;
 pub mod embedded;
 mod pool;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -37,6 +40,7 @@ pub type PooledPg = PooledConnection<pool::Manager>;
 pub struct Db {
     pool: PgPool,
     acquire_timeout: Duration,
+    breaker: Arc<breaker::Breaker>,
 }
 
 /// `url` with a libpq `connect_timeout` (seconds) unless it has one: a server that
@@ -65,13 +69,18 @@ impl Db {
     /// Builds the pool without waiting for the database: the server starts and
     /// answers 503 until PostgreSQL is reachable, then recovers by itself.
     pub fn connect(url: &DatabaseUrl, settings: &DatabaseSettings) -> Db {
-        let manager = pool::Manager::new(url.expose());
+        let breaker = breaker::Breaker::new(url.expose());
+        // A host that accepts TCP but never answers must not hold a pool thread.
+        let manager = pool::Manager::new(with_connect_timeout(url.expose(), 5), breaker.clone());
         let pool = Pool::builder()
             .max_size(settings.pool_size)
             // Keep a couple of warm connections, not the whole pool: many instances
             // (and tests) share one PostgreSQL and its max_connections.
             .min_idle(Some(settings.pool_size.min(2)))
-            .connection_timeout(settings.acquire_timeout)
+            // r2d2 retries a failed connect after a delay that doubles up to half of
+            // this (requests pass their own acquire timeout): a short cap brings the
+            // pool back within a quarter second of the database.
+            .connection_timeout(POOL_RETRY_CAP * 2)
             // A connection killed by a PostgreSQL restart is replaced instead of
             // failing a request; the manager skips the ping for recently used ones.
             .test_on_check_out(true)
@@ -83,6 +92,7 @@ impl Db {
         Db {
             pool,
             acquire_timeout: settings.acquire_timeout,
+            breaker,
         }
     }
 
@@ -96,9 +106,10 @@ impl Db {
         let span = tracing::Span::current();
         let pool = self.pool.clone();
         let timeout = self.acquire_timeout;
+        let breaker = self.breaker.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let mut conn = pool.get_timeout(timeout)?;
+            let mut conn = acquire(&pool, &breaker, timeout)?;
             let result = work(&mut conn);
             if result.is_err() {
                 conn.distrust();
@@ -118,9 +129,40 @@ impl Db {
         Ok(self.pool.get_timeout(self.acquire_timeout)?)
     }
 
+    /// Whether the circuit breaker is open (the database could not be reached).
+    pub fn is_failing_fast(&self) -> bool {
+        self.breaker.is_open()
+    }
+
     /// Connections open and idle, for metrics.
     pub fn state(&self) -> r2d2::State {
         self.pool.state()
+    }
+}
+
+/// The longest wait between the pool's attempts to open a connection.
+const POOL_RETRY_CAP: Duration = Duration::from_millis(250);
+
+/// A request waits for a connection in slices this long, so that one already waiting
+/// when the breaker opens gives up then, not at the end of its acquire timeout.
+const ACQUIRE_SLICE: Duration = Duration::from_millis(50);
+
+/// A connection within `timeout`; while the breaker is open only one already open
+/// (waiting for a new one would only wait out the timeout).
+fn acquire(pool: &PgPool, breaker: &breaker::Breaker, timeout: Duration) -> Result<PooledPg, Error> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if breaker.is_open() {
+            return pool
+                .try_get()
+                .ok_or(Error::Unavailable("the database is unavailable"));
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match pool.get_timeout(left.min(ACQUIRE_SLICE)) {
+            Ok(conn) => return Ok(conn),
+            Err(e) if left <= ACQUIRE_SLICE => return Err(e.into()),
+            Err(_) => {}
+        }
     }
 }
 

@@ -6,12 +6,17 @@
 //! the audit benchmark, 18% of a small write transaction's rate); so, as HikariCP does, a connection that was handed
 //! back healthy less than [`TRUSTED_IDLE`] ago is handed out again without a ping. A
 //! connection whose work failed is always pinged before its next use.
+//!
+//! Every attempt to open a connection is reported to the circuit [`Breaker`].
 
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, ManageConnection};
+
+use super::breaker::Breaker;
 
 /// How long after being handed back healthy a connection is trusted without a ping.
 const TRUSTED_IDLE: Duration = Duration::from_secs(1);
@@ -54,11 +59,17 @@ impl DerefMut for PgConn {
 
 /// Opens connections through diesel and checks them as described above.
 #[derive(Debug)]
-pub struct Manager(ConnectionManager<PgConnection>);
+pub struct Manager {
+    diesel: ConnectionManager<PgConnection>,
+    breaker: Arc<Breaker>,
+}
 
 impl Manager {
-    pub fn new(url: impl Into<String>) -> Manager {
-        Manager(ConnectionManager::new(url))
+    pub fn new(url: impl Into<String>, breaker: Arc<Breaker>) -> Manager {
+        Manager {
+            diesel: ConnectionManager::new(url),
+            breaker,
+        }
     }
 }
 
@@ -67,8 +78,10 @@ impl ManageConnection for Manager {
     type Error = diesel::r2d2::Error;
 
     fn connect(&self) -> Result<PgConn, Self::Error> {
+        let opened = self.diesel.connect();
+        self.breaker.record(opened.is_ok());
         Ok(PgConn {
-            conn: self.0.connect()?,
+            conn: opened?,
             healthy_at: Some(Instant::now()),
         })
     }
@@ -77,7 +90,7 @@ impl ManageConnection for Manager {
         if conn.healthy_at.is_some_and(|at| at.elapsed() < TRUSTED_IDLE) {
             return Ok(());
         }
-        self.0.is_valid(&mut conn.conn)?;
+        self.diesel.is_valid(&mut conn.conn)?;
         conn.healthy_at = Some(Instant::now());
         Ok(())
     }
@@ -88,6 +101,6 @@ impl ManageConnection for Manager {
         if conn.healthy_at.is_some() {
             conn.healthy_at = Some(Instant::now());
         }
-        self.0.has_broken(&mut conn.conn)
+        self.diesel.has_broken(&mut conn.conn)
     }
 }

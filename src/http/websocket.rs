@@ -34,6 +34,10 @@ use crate::state::AppState;
 /// How long a close frame may take to go out before the socket is simply dropped.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long, after the close frame, the server reads and discards what the client
+/// still sends before it lets the connection go.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A server-side socket over a hyper upgrade.
 pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
@@ -203,11 +207,25 @@ where
 }
 
 /// Sends a close frame with `code` and `reason` (waiting at most a second for a peer
-/// that stopped reading), then drops the socket.
+/// that stopped reading), then lets the client drain before dropping the socket.
+///
+/// Closing a TCP connection with unread bytes in its receive buffer makes the kernel
+/// send a reset, and a reset can destroy the close frame before the client reads it:
+/// a flooding client would never learn why it was cut off. So after the close frame
+/// the server stops writing (FIN), reads and discards whatever still arrives until the
+/// client hangs up or [`LINGER`] passes, and only then drops the connection.
 pub async fn close(mut socket: Socket, code: u16, reason: impl Into<Utf8Bytes>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: reason.into(),
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close(Some(frame))).await;
+    let io = socket.get_mut();
+    let _ = tokio::time::timeout(LINGER, async {
+        let _ = io.shutdown().await;
+        let mut scratch = [0u8; 4096];
+        while matches!(io.read(&mut scratch).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }

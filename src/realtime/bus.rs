@@ -132,14 +132,27 @@ fn publish(latest: &watch::Sender<i64>, seq: i64) {
     });
 }
 
+/// Waits before the first reconnect; doubled per failure, up to [`RECONNECT_MAX`].
+const RECONNECT_FIRST: Duration = Duration::from_millis(50);
+/// The longest wait between reconnects: live events resume within this of the
+/// database's return. One connection attempt per instance per quarter second is
+/// nothing to a database that is up, and a refused attempt costs even less.
+const RECONNECT_MAX: Duration = Duration::from_millis(250);
+/// While the database stays away, the warning is repeated this often, not per attempt.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
 /// Reconnects with backoff until told to stop.
 fn listen(url: &str, wake: &Wake, stop: &AtomicBool) {
-    let url = crate::db::with_connect_timeout(url, 5);
-    let mut backoff = Duration::from_millis(100);
+    let url = crate::db::with_connect_timeout(url, 2);
+    let mut backoff = RECONNECT_FIRST;
+    let mut warned_at: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         match PgConnection::establish(&url) {
             Ok(mut conn) => {
-                backoff = Duration::from_millis(100);
+                backoff = RECONNECT_FIRST;
+                if warned_at.take().is_some() {
+                    tracing::info!("the event listener is connected again");
+                }
                 match serve(&mut conn, wake, stop) {
                     Ok(()) => return,
                     Err(e) => {
@@ -149,14 +162,17 @@ fn listen(url: &str, wake: &Wake, stop: &AtomicBool) {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "the event listener cannot connect")
+                if warned_at.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                    tracing::warn!(error = %e, retry_every_ms = RECONNECT_MAX.as_millis() as u64, "the event listener cannot connect");
+                    warned_at = Some(Instant::now());
+                }
             }
         }
         let until = Instant::now() + backoff;
         while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(RECONNECT_MAX);
     }
 }
 

@@ -320,9 +320,16 @@ async fn run(
         cursor
     };
 
+    // The welcome's seq is where this client may resume from should it drop now: on a
+    // resumed connection, its own resume point (the replay that follows is still to
+    // come); otherwise the live head.
     let welcome = ServerMessage::Welcome {
         protocol: PROTOCOL,
-        seq: cursor,
+        seq: if resumed {
+            resume_from.unwrap_or(cursor)
+        } else {
+            cursor
+        },
         resumed,
         account_id: identity.account_id,
         topics: std::iter::once("notifications".to_owned())
@@ -385,28 +392,34 @@ async fn run(
             }
             incoming = socket.next() => {
                 heard = Instant::now();
-                match incoming {
+                let message = match incoming {
                     None | Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed | tungstenite::Error::Io(_))) => return Ending::Gone,
                     Some(Err(tungstenite::Error::Capacity(_))) => return Ending::Close(Closing { code: 1009, reason: "message too big" }),
+                    Some(Err(tungstenite::Error::Utf8(_))) => return Ending::Close(Closing { code: 1007, reason: "text frames must be UTF-8" }),
                     Some(Err(_)) => return Ending::Close(Closing { code: 1002, reason: "protocol error" }),
                     Some(Ok(Message::Close(_))) => return Ending::Gone,
-                    Some(Ok(Message::Binary(_))) => {
+                    Some(Ok(message)) => message,
+                };
+                // Every frame the client chooses to send costs a token, whatever it
+                // carries: text, binary and pings alike (a pong answers our ping).
+                if matches!(message, Message::Text(_) | Message::Binary(_) | Message::Ping(_)) && !bucket.take() {
+                    if bucket.dropped > MAX_DROPPED {
+                        return Ending::Close(Closing { code: 1008, reason: "too many messages" });
+                    }
+                    let reply = ServerMessage::error(None, code::RATE_LIMITED, "too many messages; slow down");
+                    if bucket.dropped == 1 && send(socket, &reply).await.is_err() { return Ending::Gone }
+                    continue;
+                }
+                match message {
+                    Message::Binary(_) => {
                         let reply = ServerMessage::error(None, code::BAD_MESSAGE, "messages are JSON text frames");
                         if send(socket, &reply).await.is_err() { return Ending::Gone }
                     }
-                    Some(Ok(Message::Text(text))) => {
-                        if !bucket.take() {
-                            if bucket.dropped > MAX_DROPPED {
-                                return Ending::Close(Closing { code: 1008, reason: "too many messages" });
-                            }
-                            let reply = ServerMessage::error(None, code::RATE_LIMITED, "too many messages; slow down");
-                            if bucket.dropped == 1 && send(socket, &reply).await.is_err() { return Ending::Gone }
-                            continue;
-                        }
+                    Message::Text(text) => {
                         let reply = answer(state, ctx, &identity, id, topics, text.as_str()).await;
                         if send(socket, &reply).await.is_err() { return Ending::Gone }
                     }
-                    Some(Ok(_)) => {} // ping (answered by tungstenite), pong, raw frame
+                    _ => {} // ping (answered by tungstenite), pong, raw frame
                 }
             }
             _ = heartbeat.tick() => {

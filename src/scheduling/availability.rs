@@ -52,12 +52,7 @@ impl WindowInput {
             })?;
         let start = parse_time(&format!("windows[{index}].start"), &self.start)?;
         let end = parse_time(&format!("windows[{index}].end"), &self.end)?;
-        if start == end {
-            return Err(Error::validation(
-                format!("windows[{index}].end"),
-                "must differ from start",
-            ));
-        }
+        // An end not after the start runs past midnight; an end equal to it is 24 hours.
         Ok(WeeklyWindow { weekday, start, end })
     }
 

@@ -17,7 +17,7 @@ use diesel::prelude::*;
 /// Where test databases live.
 pub struct Backend {
     /// A connection string for any database on the server (dbname is appended).
-    base_url: String,
+    pub base_url: String,
     template: String,
     /// The socket folder or TCP address of the server, for the fault-injecting proxy.
     pub target: Target,
