@@ -835,3 +835,96 @@ async fn a_video_appointment_says_when_its_room_is_open_as_configured() {
     let (_ws, joined) = join(&v.app, &v.patient, &v.appointment, None).await;
     assert_eq!(joined["seat"], "patient");
 }
+
+#[tokio::test]
+async fn a_locked_audit_table_does_not_freeze_the_room_and_its_records_land_afterwards_in_order() {
+    use diesel::RunQueryDsl;
+    use diesel::connection::SimpleConnection;
+    let v = visit(&[("CAREWIRE_CONSULT_HEARTBEAT_TIMEOUT_SECS", "6")]).await;
+    let mut call = seated_and_admitted(&v).await;
+    let expected_before = ["consult_join", "consult_join", "consult_admit"];
+    let consult_actions = || -> Vec<String> {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            action: String,
+        }
+        diesel::sql_query(format!(
+            "SELECT action FROM audit_events WHERE resource_id = '{}' AND action LIKE 'consult_%' ORDER BY id",
+            v.appointment
+        ))
+        .load::<Row>(&mut v.app.db.connect())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.action)
+        .collect()
+    };
+    for _ in 0..200 {
+        if consult_actions().len() == expected_before.len() {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    assert_eq!(consult_actions(), expected_before);
+
+    // Someone holds the audit table for 20 s: every audit write waits (reads do not).
+    let mut holder = v.app.db.connect();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE audit_events IN EXCLUSIVE MODE;")
+        .unwrap();
+    call.provider
+        .send(json!({ "type": "invite_guest", "role": "interpreter" }));
+    call.provider.next_of("guest_link").await;
+    call.provider
+        .send(json!({ "type": "invite_guest", "role": "caregiver" }));
+    call.provider.next_of("guest_link").await;
+    let locked_until = tokio::time::Instant::now() + StdDuration::from_secs(20);
+    let mut n = 0;
+    while tokio::time::Instant::now() < locked_until {
+        n += 1;
+        for (who, client) in [("patient", &mut call.patient), ("provider", &mut call.provider)] {
+            client.send(json!({ "type": "ping", "id": format!("lock-{n}") }));
+            let id = format!("lock-{n}");
+            let answered = async {
+                // The pump's own pings are answered too; wait for this one's.
+                while client.next_of("pong").await["in_reply_to"] != id.as_str() {}
+            };
+            tokio::time::timeout(StdDuration::from_secs(2), answered)
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("the {who} got no pong within 2 s while the audit table was locked")
+                });
+        }
+        tokio::time::sleep(StdDuration::from_millis(500)).await;
+    }
+    assert_eq!(
+        consult_actions(),
+        expected_before,
+        "nothing was written under the lock"
+    );
+    holder.batch_execute("ROLLBACK").unwrap();
+
+    let expected = [
+        "consult_join",
+        "consult_join",
+        "consult_admit",
+        "consult_guest_invite",
+        "consult_guest_invite",
+    ];
+    for _ in 0..200 {
+        if consult_actions().len() >= expected.len() {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    assert_eq!(consult_actions(), expected, "every record, in the room's order");
+    for (who, client) in [("patient", &mut call.patient), ("provider", &mut call.provider)] {
+        let seen = client.drain(StdDuration::from_secs(1)).await;
+        assert!(
+            !seen.iter().any(|e| e["type"] == "_closed"
+                || e["type"] == "peer_reconnecting"
+                || e["type"] == "peer_left"),
+            "the {who} saw {seen:?}"
+        );
+    }
+}

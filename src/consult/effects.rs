@@ -52,8 +52,9 @@ fn actor(identity: Identity, facts: &RoomFacts) -> Actor {
     }
 }
 
-/// Writes one room record. A failure is logged and counted: the room cannot undo what
-/// already happened on the sockets, and the audit write-failure metric alerts.
+/// Writes one room record, retrying a failed write. A record that still cannot be
+/// written is logged and counted: the room cannot undo what already happened on the
+/// sockets, and the audit write-failure metric alerts.
 pub async fn audit(state: &AppState, facts: &RoomFacts, origin: RequestContext, record: AuditRecord) {
     let (code, details): (Code, Vec<(Code, DetailValue)>) = match &record.action {
         AuditAction::Joined => (act::JOINED, Vec::new()),
@@ -114,9 +115,20 @@ pub async fn audit(state: &AppState, facts: &RoomFacts, origin: RequestContext, 
     for (key, value) in details {
         event = event.detail(key, value);
     }
-    if let Err(e) = state.db.run(move |conn| audit::record(conn, &event)).await {
-        tracing::error!(error = %e, appointment = %facts.appointment, "recording a consultation event failed");
+    // The room has moved on already; a write that fails (a busy pool, a dropped
+    // connection) is retried a few times before it is given up, logged and counted.
+    let event = std::sync::Arc::new(event);
+    for wait_ms in [0, 200, 1_000, 5_000] {
+        tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+        let attempt = event.clone();
+        match state.db.run(move |conn| audit::record(conn, &attempt)).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, appointment = %facts.appointment, "recording a consultation event failed; retrying")
+            }
+        }
     }
+    tracing::error!(appointment = %facts.appointment, "recording a consultation event failed; given up");
 }
 
 /// Moves the appointment as the room asks, if the state machine allows it.

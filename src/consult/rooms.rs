@@ -13,8 +13,13 @@
 //! travel to the owner and the owner's answers travel back, through the relay.
 //!
 //! Effects that touch the database (audit records, the appointment moving to arrived
-//! or fulfilled) are awaited in order inside the task: an audit record is written
-//! before the room moves on, and `fulfilled` is stored before the room is dropped.
+//! or fulfilled) never hold the room up: the room hands them, in order, to its own
+//! effects task, which writes them one after another (retrying a failed write), so a
+//! slow or locked database delays the records, never the relay or the pongs. The room
+//! task waits for its effects task before it ends, so `fulfilled` is stored before the
+//! room is gone. Liveness is stamped when a frame reaches the room's inbox, and queued
+//! frames are handled before a timer: a participant who kept pinging is never timed out
+//! because the room was busy.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,6 +80,8 @@ pub enum Command {
     Frame {
         conn: ConnId,
         text: String,
+        /// When the frame reached this instance: the room hears the participant then.
+        arrived: Instant,
     },
     Disconnected {
         conn: ConnId,
@@ -141,7 +148,15 @@ impl RoomHandle {
     pub async fn frame(&self, text: String) -> bool {
         match self {
             RoomHandle::Local { conn, inbox } => {
-                inbox.send(Command::Frame { conn: *conn, text }).await.is_ok()
+                let arrived = Instant::now();
+                inbox
+                    .send(Command::Frame {
+                        conn: *conn,
+                        text,
+                        arrived,
+                    })
+                    .await
+                    .is_ok()
             }
             RoomHandle::Remote {
                 conn,
@@ -391,6 +406,7 @@ impl Consultations {
                 let sent = match self.local_inbox(appointment) {
                     Some(inbox) => inbox
                         .send(Command::Frame {
+                            arrived: Instant::now(),
                             conn: ConnId(conn),
                             text,
                         })
@@ -482,6 +498,26 @@ impl Conn {
     }
 }
 
+/// A database effect of the room, written by its effects task in the room's order.
+#[derive(Debug)]
+enum Effect {
+    Audit {
+        origin: RequestContext,
+        record: carewire_signaling::AuditRecord,
+    },
+    Status(carewire_signaling::RequestedStatus),
+}
+
+/// The room's effects, one after another, until the room drops its sender.
+async fn carry_out(state: AppState, facts: RoomFacts, mut effects_rx: mpsc::UnboundedReceiver<Effect>) {
+    while let Some(effect) = effects_rx.recv().await {
+        match effect {
+            Effect::Audit { origin, record } => effects::audit(&state, &facts, origin, record).await,
+            Effect::Status(status) => effects::appointment_status(&state, &facts, status).await,
+        }
+    }
+}
+
 /// The room task: inputs in, effects out, until the room closes.
 async fn run(
     state: AppState,
@@ -491,7 +527,9 @@ async fn run(
     generation: u64,
 ) {
     let epoch = Instant::now();
-    let now = move || Millis::from_millis(u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX));
+    let at = move |instant: Instant| {
+        Millis::from_millis(u64::try_from(instant.duration_since(epoch).as_millis()).unwrap_or(u64::MAX))
+    };
     let relay = state.consult.relay.clone();
     let mut key = [0u8; 32];
     if getrandom::fill(&mut key).is_err() {
@@ -499,19 +537,34 @@ async fn run(
         state.consult.forget(facts.appointment, generation);
         return;
     }
-    let mut room = Room::new(facts.appointment, config, GuestLinkKey::from_bytes(key), now());
+    let mut room = Room::new(
+        facts.appointment,
+        config,
+        GuestLinkKey::from_bytes(key),
+        at(Instant::now()),
+    );
     let mut conns: HashMap<ConnId, Conn> = HashMap::new();
     // Where each account last connected from, for its audit records.
     let mut origins: HashMap<Uuid, RequestContext> = HashMap::new();
     let mut pending: VecDeque<Input> = VecDeque::new();
     let mut lease = tokio::time::interval_at(Instant::now() + relay::RENEW_EVERY, relay::RENEW_EVERY);
+    let mut renewing: Option<tokio::task::JoinHandle<()>> = None;
+    // Unbounded: the room must never wait for the database. What can pile up is
+    // bounded by what participants do (joins, leaves, the end), a few records each.
+    let (effects_tx, effects_rx) = mpsc::unbounded_channel();
+    let effects_task = tokio::spawn(carry_out(state.clone(), facts, effects_rx));
+    // The room's time never goes back, even for a frame that arrived before the last
+    // timer was handled.
+    let mut last_now = Millis::from_millis(0);
     tracing::info!(appointment = %facts.appointment, "consultation room opened");
 
     'room: loop {
         let deadline = room
             .next_deadline()
             .map(|at| epoch + Duration::from_millis(at.as_millis()));
-        let input = tokio::select! {
+        // Biased: frames already queued are heard before any timer fires.
+        let (input, heard_at) = tokio::select! {
+            biased;
             command = inbox.recv() => match command {
                 None | Some(Command::Shutdown) => {
                     for (id, conn) in &conns {
@@ -525,26 +578,32 @@ async fn run(
                         origins.insert(*account, ctx);
                     }
                     conns.insert(conn, Conn { route });
-                    Input::Open { conn, claim, ice_servers }
+                    (Input::Open { conn, claim, ice_servers }, Instant::now())
                 }
-                Some(Command::Frame { conn, text }) => Input::Frame { conn, text },
+                Some(Command::Frame { conn, text, arrived }) => (Input::Frame { conn, text }, arrived),
                 Some(Command::Disconnected { conn }) => {
                     conns.remove(&conn);
-                    Input::Disconnected { conn }
+                    (Input::Disconnected { conn }, Instant::now())
                 }
             },
-            () = sleep_until(deadline) => Input::Tick,
+            () = sleep_until(deadline) => (Input::Tick, Instant::now()),
             _ = lease.tick() => {
-                let (appointment, me) = (facts.appointment, relay.instance());
-                if let Err(e) = state.db.run(move |c| Ok(relay::renew(c, appointment, me)?)).await {
-                    tracing::warn!(error = %e, "renewing a consultation room's lease failed");
+                // Off the loop as well; one renewal at a time.
+                if renewing.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+                    let (state, appointment, me) = (state.clone(), facts.appointment, relay.instance());
+                    renewing = Some(tokio::spawn(async move {
+                        if let Err(e) = state.db.run(move |c| Ok(relay::renew(c, appointment, me)?)).await {
+                            tracing::warn!(error = %e, "renewing a consultation room's lease failed");
+                        }
+                    }));
                 }
                 continue 'room;
             }
         };
+        last_now = last_now.max(at(heard_at));
         pending.push_back(input);
         while let Some(input) = pending.pop_front() {
-            for output in room.handle(now(), input) {
+            for output in room.handle(last_now, input) {
                 match output {
                     Output::Send { conn, frame } => {
                         let Some(c) = conns.get(&conn) else { continue };
@@ -577,10 +636,11 @@ async fn run(
                             Identity::Account(id) => origins.get(&id).cloned(),
                             Identity::Guest { .. } => None,
                         };
-                        effects::audit(&state, &facts, origin.unwrap_or_default(), record).await;
+                        let origin = origin.unwrap_or_default();
+                        let _ = effects_tx.send(Effect::Audit { origin, record });
                     }
                     Output::AppointmentStatus { status, .. } => {
-                        effects::appointment_status(&state, &facts, status).await;
+                        let _ = effects_tx.send(Effect::Status(status));
                     }
                     Output::Closed { reason } => {
                         tracing::info!(appointment = %facts.appointment, reason = ?reason, "consultation room closed");
@@ -598,6 +658,11 @@ async fn run(
         .await
     {
         tracing::warn!(error = %e, "releasing a consultation room failed; its lease runs out instead");
+    }
+    // What the room did is written before the task ends (a shutdown waits for it).
+    drop(effects_tx);
+    if let Err(e) = effects_task.await {
+        tracing::error!(error = %e, appointment = %facts.appointment, "a consultation room's effects task failed");
     }
     metrics::gauge!("consult_rooms_open").decrement(1.0);
 }
