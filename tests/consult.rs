@@ -284,8 +284,22 @@ async fn wait_status(v: &Visit, who: &User, status: &str) {
     panic!("the appointment stayed {seen}, never {status}");
 }
 
-/// Audit events of `action` about this appointment.
-fn audited(v: &Visit, action: &str) -> i64 {
+/// Audit events of `action` about this appointment, once `expected` of them have
+/// landed or 10 s have passed: the room writes its records after it has moved on.
+async fn audited(v: &Visit, action: &str, expected: i64) -> i64 {
+    let mut seen = 0;
+    for _ in 0..200 {
+        seen = audited_now(v, action);
+        if seen >= expected {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    seen
+}
+
+/// Audit events of `action` about this appointment, now.
+fn audited_now(v: &Visit, action: &str) -> i64 {
     count(
         &v.app,
         &format!(
@@ -430,9 +444,9 @@ async fn a_video_visit_connects_restarts_ice_and_ends_fulfilled_with_every_step_
     // Ending the call fulfils the appointment.
     wait_status(&v, &v.clinic.provider, "fulfilled").await;
 
-    assert_eq!(audited(&v, "consult_join"), 2, "both joins audited");
-    assert_eq!(audited(&v, "consult_admit"), 1, "the admission audited");
-    assert_eq!(audited(&v, "consult_end"), 1, "the end audited");
+    assert_eq!(audited(&v, "consult_join", 2).await, 2, "both joins audited");
+    assert_eq!(audited(&v, "consult_admit", 1).await, 1, "the admission audited");
+    assert_eq!(audited(&v, "consult_end", 1).await, 1, "the end audited");
     // A closed room is not reopened for a fulfilled appointment.
     let mut late = open(&v.app, Some(&v.patient.tokens.access), &v.appointment, "")
         .await
@@ -511,8 +525,12 @@ async fn a_dropped_socket_resumes_within_the_grace_period_and_is_gone_after_it()
         (&left["seat"], &left["reason"]),
         (&json!("patient"), &json!("timed_out"))
     );
-    assert_eq!(audited(&v, "consult_leave"), 1, "the timeout is audited");
-    assert_eq!(audited(&v, "consult_reconnect"), 1, "the resume is audited");
+    assert_eq!(audited(&v, "consult_leave", 1).await, 1, "the timeout is audited");
+    assert_eq!(
+        audited(&v, "consult_reconnect", 1).await,
+        1,
+        "the resume is audited"
+    );
     call.patient_peer.close().await;
     call.provider_peer.close().await;
 }
@@ -659,7 +677,7 @@ async fn bad_signaling_gets_its_code_and_the_room_keeps_working() {
         .unwrap();
     assert_eq!(next_json(&mut second).await["code"], "GUEST_LINK_INVALID");
     assert_eq!(close_code(&mut second).await, Some(1008));
-    assert_eq!(audited(&v, "consult_guest_invite"), 1);
+    assert_eq!(audited(&v, "consult_guest_invite", 1).await, 1);
     call.patient_peer.close().await;
     call.provider_peer.close().await;
 }

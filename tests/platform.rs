@@ -364,15 +364,22 @@ async fn every_route_in_the_route_table_is_served() {
     }
 }
 
-#[tokio::test]
-async fn a_lost_database_answers_503_quickly_and_the_server_recovers_by_itself() {
+/// A server that reaches its database through a proxy the test can cut, with this
+/// acquire timeout and sessions checked on every request.
+async fn behind_a_proxy(acquire_timeout_ms: &str) -> (support::proxy::DbProxy, TestApp) {
     let proxy = support::proxy::DbProxy::start(support::database::backend().target.clone()).await;
     let app = TestApp::builder()
         .via_proxy(proxy.port)
-        .setting("CAREWIRE_DB_ACQUIRE_TIMEOUT_MS", "300")
+        .setting("CAREWIRE_DB_ACQUIRE_TIMEOUT_MS", acquire_timeout_ms)
         .setting("CAREWIRE_SESSION_CHECK_TTL_MS", "0")
         .spawn()
         .await;
+    (proxy, app)
+}
+
+#[tokio::test]
+async fn a_lost_database_answers_503_quickly_and_the_server_recovers_by_itself() {
+    let (proxy, app) = behind_a_proxy("300").await;
     let patient = app.patient().await;
     assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
 
@@ -419,14 +426,8 @@ async fn a_lost_database_answers_503_quickly_and_the_server_recovers_by_itself()
 
 #[tokio::test]
 async fn while_the_database_is_down_requests_fail_fast_instead_of_waiting_for_a_connection() {
-    let proxy = support::proxy::DbProxy::start(support::database::backend().target.clone()).await;
     // An acquire timeout far longer than any client waits: only the breaker can answer.
-    let app = TestApp::builder()
-        .via_proxy(proxy.port)
-        .setting("CAREWIRE_DB_ACQUIRE_TIMEOUT_MS", "600000")
-        .setting("CAREWIRE_SESSION_CHECK_TTL_MS", "0")
-        .spawn()
-        .await;
+    let (proxy, app) = behind_a_proxy("600000").await;
     let patient = app.patient().await;
     proxy.cut();
     let client = reqwest::Client::builder()
@@ -474,12 +475,7 @@ async fn while_the_database_is_down_requests_fail_fast_instead_of_waiting_for_a_
 #[tokio::test]
 async fn a_database_lost_inside_a_transaction_is_a_503_not_a_500() {
     use diesel::connection::SimpleConnection;
-    let proxy = support::proxy::DbProxy::start(support::database::backend().target.clone()).await;
-    let app = TestApp::builder()
-        .via_proxy(proxy.port)
-        .setting("CAREWIRE_DB_ACQUIRE_TIMEOUT_MS", "300")
-        .spawn()
-        .await;
+    let (proxy, app) = behind_a_proxy("300").await;
     let (patient, record) = support::booking::patient(&app).await;
 
     // Hold the audit table so the read's transaction is still open when the link dies.

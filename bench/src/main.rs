@@ -14,6 +14,7 @@ mod audit;
 mod cold_start;
 mod consult;
 mod db;
+mod outage;
 mod realtime;
 mod records;
 mod report;
@@ -96,6 +97,14 @@ enum Scenario {
         #[arg(long, default_value_t = 16.0)]
         rate: f64,
     },
+    /// A database outage: 503 latency while the database is cut off (while the circuit
+    /// breaker trips, then with it open) against requests with the database up, in
+    /// the same run; time from the database's return to `/readyz` 200 and to the first
+    /// live event on a WebSocket. Needs DATABASE_URL on TCP (a proxy sits in between).
+    Outage {
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+    },
     /// The browser client: each file fetched in full and revalidated (304) with
     /// concurrent clients against `GET /healthz`, in the same run; whole page loads,
     /// first and return visits.
@@ -136,6 +145,7 @@ fn main() -> anyhow::Result<()> {
             rate,
         } => consult::run(rooms, seconds, candidates, rate),
         Scenario::Scheduling { seconds, clients } => scheduling::run(seconds, clients),
+        Scenario::Outage { rounds } => outage::run(rounds),
         Scenario::Web {
             seconds,
             clients,

@@ -40,7 +40,7 @@ pub fn run(connections: usize, watchers: usize, reminders: usize) -> anyhow::Res
     })
 }
 
-async fn open(server: &Server, token: &str, query: &str) -> anyhow::Result<Ws> {
+pub(crate) async fn open(server: &Server, token: &str, query: &str) -> anyhow::Result<Ws> {
     let url = format!("{}/v1/ws?{query}", server.base.replace("http://", "ws://"));
     let mut request = url.into_client_request()?;
     request.headers_mut().insert(
