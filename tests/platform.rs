@@ -324,6 +324,22 @@ async fn the_openapi_document_describes_exactly_the_routes_served() {
     }
     assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
     assert!(spec["components"]["schemas"]["AppointmentView"].is_object());
+    // A closed schema inside an allOf forbids the other members' fields: no body could
+    // be valid (seen: NewProvider, found by schemathesis).
+    let schemas = spec["components"]["schemas"].as_object().unwrap();
+    for (name, schema) in schemas {
+        for member in schema["allOf"].as_array().into_iter().flatten() {
+            let resolved = member["$ref"]
+                .as_str()
+                .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                .map_or(member, |target| &schemas[target]);
+            assert_ne!(
+                resolved["additionalProperties"],
+                serde_json::json!(false),
+                "{name} combines a closed schema in allOf: no value can satisfy it"
+            );
+        }
+    }
 }
 
 #[tokio::test]

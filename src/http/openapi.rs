@@ -4,6 +4,7 @@
 
 use http::StatusCode;
 use serde::Serialize;
+use serde_json::{Map, Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use warp::Filter;
@@ -165,7 +166,78 @@ pub struct ApiDoc;
 
 /// The document as JSON.
 pub fn document() -> String {
-    ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into())
+    let Ok(mut doc) = serde_json::to_value(ApiDoc::openapi()) else {
+        return "{}".into();
+    };
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        merge_flattened(schemas);
+    }
+    doc.to_string()
+}
+
+/// utoipa documents a `#[serde(flatten)]` field as an `allOf` of the flattened type
+/// and the rest. When the flattened type is closed (`deny_unknown_fields`, so
+/// `additionalProperties: false`), that `allOf` forbids the other half's fields and no
+/// value satisfies it. serde reads and writes such a struct as one object, so that is
+/// what it is documented as: the members' properties and required fields merged, closed
+/// when any member was.
+fn merge_flattened(schemas: &mut Map<String, Value>) {
+    let snapshot = schemas.clone();
+    for schema in schemas.values_mut() {
+        let Some(members) = schema.get("allOf").and_then(Value::as_array) else {
+            continue;
+        };
+        let resolved: Vec<&Value> = members
+            .iter()
+            .map(|m| {
+                m.get("$ref")
+                    .and_then(Value::as_str)
+                    .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                    .and_then(|name| snapshot.get(name))
+                    .unwrap_or(m)
+            })
+            .collect();
+        let objects = resolved.iter().all(|m| {
+            m.get("type") == Some(&json!("object")) && !m.as_object().is_some_and(|o| o.contains_key("allOf"))
+        });
+        let closed = resolved
+            .iter()
+            .any(|m| m.get("additionalProperties") == Some(&json!(false)));
+        if !objects || !closed {
+            continue;
+        }
+        let mut properties = Map::new();
+        let mut required: Vec<Value> = Vec::new();
+        for member in &resolved {
+            if let Some(p) = member.get("properties").and_then(Value::as_object) {
+                properties.extend(p.clone());
+            }
+            for field in member
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if !required.contains(field) {
+                    required.push(field.clone());
+                }
+            }
+        }
+        let description = schema.get("description").cloned();
+        let mut merged = json!({
+            "type": "object",
+            "required": required,
+            "properties": properties,
+            "additionalProperties": false,
+        });
+        if let Some(description) = description {
+            merged["description"] = description;
+        }
+        *schema = merged;
+    }
 }
 
 /// GET /openapi.json: this API, as OpenAPI 3.1.

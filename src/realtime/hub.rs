@@ -347,8 +347,11 @@ pub fn replay_message(identity: &Identity, topics: &[Topic], event: &StreamEvent
 const PUMP_BATCH: i64 = 500;
 
 /// Feeds the hub: whenever the bus says the stream moved (or every second, in case a
-/// wake-up was lost), reads the events after the cursor and routes them.
+/// wake-up was lost), reads the events after the cursor and routes them. A read that
+/// fails (the database is away) is tried again every [`PUMP_RETRY`], so live events
+/// resume as soon as the database does, not at the next wake-up.
 pub async fn pump(hub: Arc<Hub>, db: crate::db::Db, mut wakeups: watch::Receiver<i64>) {
+    let mut failing = false;
     loop {
         loop {
             let after = hub.cursor();
@@ -357,6 +360,7 @@ pub async fn pump(hub: Arc<Hub>, db: crate::db::Db, mut wakeups: watch::Receiver
                 .await
             {
                 Ok(events) => {
+                    failing = false;
                     let full = events.len() as i64 == PUMP_BATCH;
                     hub.deliver(&events);
                     if !full {
@@ -366,14 +370,25 @@ pub async fn pump(hub: Arc<Hub>, db: crate::db::Db, mut wakeups: watch::Receiver
                     tokio::task::yield_now().await;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "reading the event stream failed");
+                    if !failing {
+                        tracing::warn!(error = %e, "reading the event stream failed; retrying");
+                    }
+                    failing = true;
                     break;
                 }
             }
         }
+        let wait = if failing {
+            PUMP_RETRY
+        } else {
+            std::time::Duration::from_secs(1)
+        };
         tokio::select! {
             changed = wakeups.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }
+
+/// How soon a failed read of the event stream is tried again.
+const PUMP_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
