@@ -946,3 +946,41 @@ async fn a_locked_audit_table_does_not_freeze_the_room_and_its_records_land_afte
         );
     }
 }
+
+#[tokio::test]
+async fn the_consultation_sockets_frame_size_and_rate_are_settings() {
+    let v = visit(&[
+        ("CAREWIRE_CONSULT_MAX_MESSAGE_BYTES", "131072"),
+        ("CAREWIRE_CONSULT_MESSAGE_BURST", "3"),
+        ("CAREWIRE_CONSULT_MESSAGES_PER_SEC", "1"),
+    ])
+    .await;
+    let (mut ws, _) = join(&v.app, &v.patient, &v.appointment, None).await;
+    // The join took one token; two more pass, then the rate answers.
+    for i in 0..4 {
+        let ping = json!({ "type": "ping", "id": format!("p{i}") });
+        ws.send(Message::text(ping.to_string())).await.unwrap();
+    }
+    let mut answers = Vec::new();
+    while answers.len() < 4 {
+        let answer = next_json(&mut ws).await;
+        if answer["type"] == "pong" || answer["type"] == "error" {
+            answers.push((answer["type"].clone(), answer["code"].clone()));
+        }
+    }
+    assert_eq!(
+        answers,
+        [
+            (json!("pong"), Value::Null),
+            (json!("pong"), Value::Null),
+            (json!("error"), json!("RATE_LIMITED")),
+            (json!("error"), json!("RATE_LIMITED")),
+        ]
+    );
+    // A frame over the setting closes the socket with 1009; the seat is held, so the
+    // participant rejoins with the same seat.
+    let _ = ws.send(Message::text("x".repeat(140 * 1024))).await;
+    assert_eq!(close_code(&mut ws).await, Some(1009));
+    let (_ws, joined) = join(&v.app, &v.patient, &v.appointment, None).await;
+    assert_eq!(joined["seat"], "patient", "{joined}");
+}

@@ -129,11 +129,6 @@ impl Db {
         Ok(self.pool.get_timeout(self.acquire_timeout)?)
     }
 
-    /// Whether the circuit breaker is open (the database could not be reached).
-    pub fn is_failing_fast(&self) -> bool {
-        self.breaker.is_open()
-    }
-
     /// Connections open and idle, for metrics.
     pub fn state(&self) -> r2d2::State {
         self.pool.state()
