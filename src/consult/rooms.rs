@@ -15,9 +15,10 @@
 //! Effects that touch the database (audit records, the appointment moving to arrived
 //! or fulfilled) never hold the room up: the room hands them, in order, to its own
 //! effects task, which writes them one after another (retrying a failed write), so a
-//! slow or locked database delays the records, never the relay or the pongs. The room
-//! task waits for its effects task before it ends, so `fulfilled` is stored before the
-//! room is gone. Liveness is stamped when a frame reaches the room's inbox, and queued
+//! slow or locked database delays the records, never the relay or the pongs. A room
+//! that closes is forgotten and its lease released at once, but its task ends only
+//! after its effects task has written everything (a shutdown waits for it), so
+//! `fulfilled` is never lost. Liveness is stamped when a frame reaches the room's inbox, and queued
 //! frames are handled before a timer: a participant who kept pinging is never timed out
 //! because the room was busy.
 
