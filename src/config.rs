@@ -203,11 +203,36 @@ pub struct Settings {
     pub demo: bool,
 }
 
+/// When an appointment's consultation room is open relative to the appointment
+/// (`CAREWIRE_CONSULT_OPENS_BEFORE_MINUTES` and its sibling): scheduling shows it,
+/// admission enforces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// The room opens this long before the start (the waiting room).
+    pub opens_before: Duration,
+    /// ...and closes this long after the end (calls overrun).
+    pub closes_after: Duration,
+}
+
+impl Window {
+    /// When the room of an appointment running from `starts_at` to `ends_at` is open.
+    pub fn around(
+        &self,
+        starts_at: chrono::DateTime<chrono::Utc>,
+        ends_at: chrono::DateTime<chrono::Utc>,
+    ) -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) {
+        (
+            starts_at - chrono::Duration::from_std(self.opens_before).unwrap_or_default(),
+            ends_at + chrono::Duration::from_std(self.closes_after).unwrap_or_default(),
+        )
+    }
+}
+
 /// Video consultations: when rooms open, how long seats are held, the ICE servers.
 #[derive(Debug)]
 pub struct ConsultSettings {
     /// From how long before the start until how long after the end a room is open.
-    pub window: crate::consult::admission::Window,
+    pub window: Window,
     /// The room's timings (grace period, heartbeat, empty room); the rest are the
     /// protocol's defaults.
     pub room: carewire_signaling::RoomConfig,
@@ -619,7 +644,7 @@ impl Settings {
                         carewire_signaling::protocol::MAX_FRAME_BYTES,
                         4 * 1024 * 1024,
                     )?,
-                    window: crate::consult::admission::Window {
+                    window: Window {
                         opens_before: p
                             .number("CAREWIRE_CONSULT_OPENS_BEFORE_MINUTES", 15u64, 0, 24 * 60)
                             .map(|m| Duration::from_secs(m * 60))?,

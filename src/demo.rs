@@ -29,7 +29,8 @@ use uuid::Uuid;
 
 use crate::accounts::{self, Email};
 use crate::audit::{self, Actor, AuditEvent, Code, DetailValue, action, purpose, resource};
-use crate::auth::{Role, password};
+use crate::auth::password;
+use crate::context::Role;
 use crate::crypto::Crypto;
 use crate::db::Db;
 use crate::outbox;

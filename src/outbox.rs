@@ -10,7 +10,6 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use serde_json::{Value, json};
 
-use crate::scheduling::appointments::AppointmentRow;
 use crate::schema::events;
 
 /// The kinds of event.
@@ -30,11 +29,25 @@ pub mod kind {
     pub const ACCOUNT_DISABLED: &str = "account.disabled";
 }
 
+/// What an appointment event says about the appointment: ids, status, times and
+/// version (never the reason or other PHI).
+#[derive(Debug, Clone, Copy)]
+pub struct AppointmentFacts<'a> {
+    pub id: uuid::Uuid,
+    pub provider_id: uuid::Uuid,
+    pub patient_id: uuid::Uuid,
+    pub type_id: uuid::Uuid,
+    pub status: &'a str,
+    pub starts_at: chrono::DateTime<chrono::Utc>,
+    pub ends_at: chrono::DateTime<chrono::Utc>,
+    pub version: i32,
+}
+
 /// Records an event about an appointment; `extra` is merged into the payload.
 pub fn emit(
     conn: &mut PgConnection,
     kind: &str,
-    appointment: &AppointmentRow,
+    appointment: AppointmentFacts<'_>,
     extra: Value,
 ) -> QueryResult<i64> {
     let mut payload = json!({

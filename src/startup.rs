@@ -20,9 +20,11 @@ use crate::audit::sealer::{Sealer, SealerConfig};
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::{AuthService, SessionCache, password, tokens::TokenKeys};
 use crate::config::Settings;
+use crate::consult::ConsultState;
 use crate::crypto::{Crypto, CryptoOptions, Kek, kek::KekSource};
 use crate::db::{self, Db};
 use crate::http::edge::EdgeConfig;
+use crate::realtime::RealtimeState;
 use crate::realtime::bus::{Bus, PgBus};
 use crate::state::{AppState, Shared};
 
@@ -49,6 +51,10 @@ pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     state: AppState,
+    /// This instance's WebSocket connections and the event stream they follow.
+    hub: Arc<crate::realtime::hub::Hub>,
+    /// This instance's consultation rooms.
+    consult: ConsultState,
     routes: BoxedFilter<(Response,)>,
     edge: Arc<EdgeConfig>,
     sealer: SealerConfig,
@@ -145,13 +151,20 @@ impl Application {
             clock: options
                 .clock
                 .unwrap_or_else(|| Arc::new(crate::clock::SystemClock)),
-            hub,
-            consult: Arc::new(crate::consult::Consultations::new(
+        });
+        let realtime = RealtimeState {
+            app: state.clone(),
+            hub: hub.clone(),
+        };
+        let consult = ConsultState {
+            app: state.clone(),
+            rooms: Arc::new(crate::consult::Consultations::new(
                 settings.consult.room.clone(),
                 relay,
             )),
-        });
-        let routes = crate::http::routes(&state, options.extra_routes);
+            hub: hub.clone(),
+        };
+        let routes = crate::api::routes(&state, &realtime, &consult, options.extra_routes);
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -160,6 +173,8 @@ impl Application {
             listener,
             local_addr,
             state,
+            hub,
+            consult,
             routes,
             edge,
             sealer,
@@ -176,32 +191,37 @@ impl Application {
         &self.state
     }
 
+    /// This instance's WebSocket connections.
+    pub fn hub(&self) -> &Arc<crate::realtime::hub::Hub> {
+        &self.hub
+    }
+
     /// Serves until `shutdown` resolves, then lets requests in flight finish (up to
     /// `CAREWIRE_SHUTDOWN_GRACE_SECS`) and stops background work.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
         tracing::info!(address = %self.local_addr, "listening");
         let mut background = spawn_background(&self.state);
         // The event stream: listen for it, and feed this instance's sockets from now on.
-        let mut bus = PgBus::start(self.sealer.database_url.clone(), self.state.consult.instance());
+        let mut bus = PgBus::start(self.sealer.database_url.clone(), self.consult.rooms.instance());
         match self
             .state
             .db
             .run(|conn| Ok(crate::realtime::stream::head(conn)?))
             .await
         {
-            Ok(head) => self.state.hub.start_after(head.last_seq),
+            Ok(head) => self.hub.start_after(head.last_seq),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the event stream's head; starting from the beginning")
             }
         }
         background.push(tokio::spawn(crate::realtime::hub::pump(
-            self.state.hub.clone(),
+            self.hub.clone(),
             self.state.db.clone(),
             bus.wakeups(),
         )));
         // Consultation frames other instances relay to this one, and ours to them.
         background.push(tokio::spawn(crate::consult::relay::receive(
-            self.state.clone(),
+            self.consult.clone(),
             bus.relay_wakeups(),
         )));
         if let Some(queue) = self.relay_queue {
@@ -220,8 +240,8 @@ impl Application {
         let grace = self.state.settings.http.shutdown_grace;
         crate::http::server::serve(self.listener, self.routes, self.edge, shutdown, grace).await;
         // Upgraded sockets are not HTTP requests in flight: tell them to go.
-        self.state.hub.close_all(crate::realtime::hub::SHUTTING_DOWN);
-        self.state.consult.close_all();
+        self.hub.close_all(crate::realtime::hub::SHUTTING_DOWN);
+        self.consult.rooms.close_all();
         for task in background {
             task.abort();
         }
@@ -308,7 +328,7 @@ async fn prune_realtime(state: AppState) {
             .db
             .run(move |conn| {
                 let events = crate::realtime::stream::prune(conn, cutoff)?;
-                crate::realtime::tickets::prune(conn)?;
+                crate::auth::tickets::prune(conn)?;
                 Ok(events)
             })
             .await;

@@ -24,10 +24,6 @@ pub struct Shared {
     pub auth: AuthService,
     /// What reminders and other timed work read as "now".
     pub clock: Arc<dyn Clock>,
-    /// This instance's WebSocket connections and the event stream they follow.
-    pub hub: Arc<crate::realtime::hub::Hub>,
-    /// This instance's consultation rooms.
-    pub consult: Arc<crate::consult::Consultations>,
 }
 
 impl AppState {
@@ -44,16 +40,6 @@ impl AppState {
     {
         let state = self.clone();
         self.db.run(move |conn| work(conn, &state)).await
-    }
-}
-
-impl AppState {
-    /// The clock reading and default offsets for scheduling reminders.
-    pub fn reminder_plan(&self) -> crate::reminders::schedule::Plan<'_> {
-        crate::reminders::schedule::Plan {
-            now: self.clock.now(),
-            default_offsets_minutes: &self.settings.reminders.offsets_minutes,
-        }
     }
 }
 

@@ -295,7 +295,7 @@ async fn me_names_the_patients_own_record_once_they_have_created_it() {
     assert_eq!(res.status(), StatusCode::OK);
 
     // A record a provider creates for someone else is not the provider's own.
-    let provider = app.user_with_role(carewire::auth::Role::Provider).await;
+    let provider = app.user_with_role(carewire::context::Role::Provider).await;
     let res = app
         .post_as(
             "/v1/patients",
@@ -316,7 +316,7 @@ async fn me_names_the_patients_own_record_once_they_have_created_it() {
 async fn me_names_a_providers_public_profile_once_it_exists() {
     let app = TestApp::spawn().await;
     let admin = app.admin().await;
-    let provider = app.user_with_role(carewire::auth::Role::Provider).await;
+    let provider = app.user_with_role(carewire::context::Role::Provider).await;
     let before = me(&app, &provider.tokens.access).await;
     assert_eq!(before["role"], "provider");
     assert!(before.get("provider_id").is_none(), "no profile yet: {before}");

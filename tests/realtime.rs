@@ -602,7 +602,7 @@ async fn a_client_that_stops_reading_is_disconnected_while_others_get_everything
     let (mut slow, _) = connect(&app, &user, "").await;
     let (mut fast, _) = connect(&app, &user, "").await;
     let _ = next_json(&mut fast).await;
-    assert_eq!(app.state.hub.connections(), 2);
+    assert_eq!(app.hub.connections(), 2);
 
     let (batches, per_batch) = (40, 100);
     let reader = tokio::spawn(async move {
@@ -648,7 +648,7 @@ async fn a_client_that_stops_reading_is_disconnected_while_others_get_everything
         "the slow client did not get everything ({received})"
     );
     assert!(code.is_none_or(|c| c == 1013), "closed with {code:?}");
-    assert_eq!(app.state.hub.connections(), 1, "its queue and routes are gone");
+    assert_eq!(app.hub.connections(), 1, "its queue and routes are gone");
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 
 mod support;
 
-use carewire::auth::Role;
+use carewire::context::Role;
 use diesel::RunQueryDsl;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -6,6 +6,7 @@
 //! providers and admins are created by an admin or with `carewire user create`.
 
 pub mod routes;
+pub mod session_routes;
 
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
@@ -14,8 +15,8 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::auth::Role;
 use crate::auth::sessions::{self, RevokeReason};
+use crate::context::Role;
 use crate::crypto::{self, BlindIndex, Crypto};
 use crate::error::Error;
 use crate::schema::accounts;
@@ -221,6 +222,24 @@ pub fn view(crypto: &Crypto, account: &Account) -> Result<AccountView, Error> {
         created_at: account.created_at,
         disabled_at: account.disabled_at,
     })
+}
+
+/// The patient record of an account, if it has one.
+pub fn patient_id(conn: &mut PgConnection, account_id: Uuid) -> QueryResult<Option<Uuid>> {
+    crate::schema::patients::table
+        .filter(crate::schema::patients::account_id.eq(account_id))
+        .select(crate::schema::patients::id)
+        .first(conn)
+        .optional()
+}
+
+/// The provider profile of an account, if it has one (a profile has its account's id).
+pub fn provider_id(conn: &mut PgConnection, account_id: Uuid) -> QueryResult<Option<Uuid>> {
+    crate::schema::providers::table
+        .find(account_id)
+        .select(crate::schema::providers::id)
+        .first(conn)
+        .optional()
 }
 
 #[cfg(test)]

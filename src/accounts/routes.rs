@@ -12,9 +12,11 @@ use warp::reply::Response;
 
 use super::Email;
 use crate::audit::{self, Code, DetailValue};
-use crate::auth::{self, Caller, Role, password};
+use crate::auth::password;
+use crate::context::RequestContext;
+use crate::context::{Caller, Role};
 use crate::error::Error;
-use crate::http::{RequestContext, body, reply, request_context, with_state};
+use crate::http::{body, reply, request_context, with_state};
 use crate::state::AppState;
 
 const ADMINS: &[Role] = &[Role::Admin];
@@ -50,7 +52,7 @@ pub struct MeView {
 pub(crate) fn me(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "me")
         .and(warp::get())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(with_state(state))
         .then(
@@ -72,13 +74,8 @@ pub(crate) fn me(state: &AppState) -> BoxedFilter<(Response,)> {
                                 // Only a patient has a record of their own, and only a
                                 // provider a profile: one query at most.
                                 let (patient_id, provider_id) = match account.role()? {
-                                    Role::Patient => {
-                                        (crate::records::patients::id_for_account(conn, account.id)?, None)
-                                    }
-                                    Role::Provider => (
-                                        None,
-                                        crate::scheduling::providers::get(conn, account.id)?.map(|p| p.id),
-                                    ),
+                                    Role::Patient => (super::patient_id(conn, account.id)?, None),
+                                    Role::Provider => (None, super::provider_id(conn, account.id)?),
                                     Role::Admin => (None, None),
                                 };
                                 Ok::<_, Error>(MeView {
@@ -113,7 +110,7 @@ struct CreateUser {
 pub(crate) fn create_user(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "admin" / "users")
         .and(warp::post())
-        .and(auth::with_role(state, ADMINS))
+        .and(crate::access::with_role(state, ADMINS))
         .and(request_context())
         .and(body::json::<CreateUser>(state.settings.http.body_limit))
         .and(with_state(state))
@@ -181,7 +178,7 @@ pub async fn hash_new_password(email: &Email, password: SecretString) -> Result<
 pub(crate) fn get_user(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "admin" / "users" / Uuid)
         .and(warp::get())
-        .and(auth::with_role(state, ADMINS))
+        .and(crate::access::with_role(state, ADMINS))
         .and(request_context())
         .and(with_state(state))
         .then(
@@ -218,7 +215,7 @@ pub(crate) fn get_user(state: &AppState) -> BoxedFilter<(Response,)> {
 pub(crate) fn disable_user(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "admin" / "users" / Uuid / "disable")
         .and(warp::post())
-        .and(auth::with_role(state, ADMINS))
+        .and(crate::access::with_role(state, ADMINS))
         .and(request_context())
         .and(with_state(state))
         .then(

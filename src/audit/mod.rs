@@ -1,16 +1,19 @@
 //! The server's side of the audit log: recording events in the caller's transaction,
 //! the sealer that chains them and signs checkpoints, verification over the database,
-//! the admin and patient views, and `carewire audit verify|export`.
+//! and the view of an event that the admin and patient routes
+//! ([`crate::records::audit_routes`]) and `carewire audit export` ([`crate::cli::audit`])
+//! show.
 //!
 //! The model, encoding, chain and verification rules live in `carewire-audit`; this
-//! module only wires them to requests, the pool and the command line.
+//! module only wires them to the caller's transaction and the pool. It sits below
+//! every feature and below the access layer (which records refusals here), so it
+//! names callers through [`crate::context`] and reaches the database through
+//! [`crate::db::Db`].
 //!
 //! Rule for every feature: a change, or a read of patient data, and its audit event
 //! are written in one transaction with [`record`]. If the audit write fails, the
 //! transaction rolls back and the request fails: nothing happens unrecorded.
 
-pub mod cli;
-pub mod routes;
 pub mod sealer;
 pub mod verification;
 pub mod view;
@@ -19,9 +22,9 @@ use diesel::pg::PgConnection;
 
 pub use carewire_audit::event::{Actor, AuditEvent, Code, DetailValue, action, purpose, resource};
 
-use crate::auth::{Caller, Role};
+use crate::context::RequestContext;
+use crate::context::{Caller, Role};
 use crate::error::Error;
-use crate::http::RequestContext;
 
 /// An event stamped with where the request came from.
 pub fn event(
@@ -62,7 +65,7 @@ pub fn role_code(role: Role) -> Code {
 /// Records that `caller` was refused, in a transaction of its own (nothing else
 /// happened to record it with). The refusal stands only once it is recorded.
 pub async fn record_denial(
-    state: &crate::state::AppState,
+    db: &crate::db::Db,
     ctx: &RequestContext,
     caller: &Caller,
     resource_type: Code,
@@ -78,7 +81,7 @@ pub async fn record_denial(
     )
     .failed(reason);
     event.resource_id = resource_id;
-    state.db.run(move |conn| record(conn, &event)).await
+    db.run(move |conn| record(conn, &event)).await
 }
 
 /// Records `event` in the caller's transaction. An error here must fail the

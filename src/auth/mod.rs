@@ -1,144 +1,30 @@
-//! Identity and access: who is calling, and what their role allows.
+//! Authentication: passwords, access and refresh tokens, sessions and their liveness,
+//! login throttling and WebSocket tickets. Who a token stands for is decided here
+//! ([`AuthService::authenticate`]); the warp filters that ask it for every request, and
+//! the role rules, are in [`crate::access`].
 //!
-//! Every protected route states its rule in one line:
-//!
-//! ```ignore
-//! warp::path!("v1" / "me").and(warp::get()).and(auth::caller(&state))            // anyone signed in
-//! warp::path!("v1" / "admin" / "users").and(warp::post()).and(auth::with_role(&state, &[Role::Admin]))
-//! ```
-//!
-//! [`caller`] checks the bearer token (signature, claims) and that its session is
-//! still live. The liveness answer is cached per instance for
-//! `CAREWIRE_SESSION_CHECK_TTL_MS` (default 1 s): a revocation on this instance takes
-//! effect at once, on other instances within that bound.
+//! A session's liveness is cached per instance for `CAREWIRE_SESSION_CHECK_TTL_MS`
+//! (default 1 s): a revocation on this instance takes effect at once, on other
+//! instances within that bound.
 
 pub mod password;
-pub mod routes;
 pub mod sessions;
 pub mod throttle;
+pub mod tickets;
 pub mod tokens;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-use warp::{Filter, Rejection};
 
+use crate::context::Caller;
 use crate::db::Db;
 use crate::error::Error;
-use crate::state::AppState;
 
-/// What an account is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Patient,
-    Provider,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Patient => "patient",
-            Role::Provider => "provider",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Role, ()> {
-        match s {
-            "patient" => Ok(Role::Patient),
-            "provider" => Ok(Role::Provider),
-            "admin" => Ok(Role::Admin),
-            _ => Err(()),
-        }
-    }
-}
-
-/// The authenticated caller of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller {
-    pub account_id: Uuid,
-    pub role: Role,
-    pub session_id: Uuid,
-}
-
-/// Yields the authenticated caller, or rejects with 401.
-pub fn caller(state: &AppState) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone + use<> {
-    let state = state.clone();
-    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
-        let state = state.clone();
-        async move {
-            authenticate(&state, header.as_deref())
-                .await
-                .map_err(warp::reject::custom)
-        }
-    })
-}
-
-/// Yields the caller if their role is one of `roles`; 401 without credentials, 403
-/// with the wrong role (audited as `access_denied`).
-pub fn with_role(
-    state: &AppState,
-    roles: &'static [Role],
-) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone + use<> {
-    let audit_state = state.clone();
-    caller(state).and(crate::http::request_context()).and_then(
-        move |caller: Caller, ctx: crate::http::RequestContext| {
-            let state = audit_state.clone();
-            async move {
-                if roles.contains(&caller.role) {
-                    return Ok(caller);
-                }
-                tracing::info!(account.id = %caller.account_id, role = %caller.role, "forbidden by role");
-                crate::audit::record_denial(
-                    &state,
-                    &ctx,
-                    &caller,
-                    crate::audit::resource::ROUTE,
-                    None,
-                    crate::audit::Code::new("role_not_allowed"),
-                )
-                .await
-                .map_err(warp::reject::custom)?;
-                Err(warp::reject::custom(Error::Forbidden))
-            }
-        },
-    )
-}
-
-async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Caller, Error> {
-    authenticate_token(state, bearer_token(header)?).await
-}
-
-/// The caller an access token stands for, if it is valid and its session live.
-pub async fn authenticate_token(state: &AppState, token: &str) -> Result<Caller, Error> {
-    let claims = state.auth.keys.verify(token)?;
-    if !state.auth.sessions.is_live(&state.db, claims.sid).await? {
-        return Err(Error::Unauthorized {
-            reason: "the session has ended; sign in again",
-        });
-    }
-    Ok(Caller {
-        account_id: claims.sub,
-        role: claims.role,
-        session_id: claims.sid,
-    })
-}
-
-fn bearer_token(header: Option<&str>) -> Result<&str, Error> {
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(header: Option<&str>) -> Result<&str, Error> {
     let header = header.ok_or(Error::Unauthorized {
         reason: "an access token is required (Authorization: Bearer <token>)",
     })?;
@@ -180,6 +66,23 @@ enum Liveness {
 
 /// Above this many entries the cache starts over, bounding its memory.
 const SESSION_CACHE_MAX: usize = 100_000;
+
+impl AuthService {
+    /// The caller an access token stands for, if it is valid and its session live.
+    pub async fn authenticate(&self, db: &Db, token: &str) -> Result<Caller, Error> {
+        let claims = self.keys.verify(token)?;
+        if !self.sessions.is_live(db, claims.sid).await? {
+            return Err(Error::Unauthorized {
+                reason: "the session has ended; sign in again",
+            });
+        }
+        Ok(Caller {
+            account_id: claims.sub,
+            role: claims.role,
+            session_id: claims.sid,
+        })
+    }
+}
 
 impl SessionCache {
     pub fn new(ttl: Duration) -> SessionCache {
@@ -240,13 +143,5 @@ mod tests {
         assert!(bearer_token(Some("Basic abc")).is_err());
         assert!(bearer_token(Some("Bearer ")).is_err());
         assert!(bearer_token(Some("abc")).is_err());
-    }
-
-    #[test]
-    fn roles_round_trip_through_their_names() {
-        for role in [Role::Patient, Role::Provider, Role::Admin] {
-            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
-        }
-        assert!("root".parse::<Role>().is_err());
     }
 }

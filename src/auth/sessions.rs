@@ -10,8 +10,8 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use super::Role;
 use super::tokens::{new_refresh_token, refresh_token_hash};
+use crate::context::Role;
 use crate::error::Error;
 use crate::schema::{accounts, auth_sessions, refresh_tokens};
 

@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::Role;
 use crate::config::{Environment, Settings};
+use crate::context::Role;
 use crate::error::Error;
 
 /// Clock skew tolerated on `exp` and `nbf`.

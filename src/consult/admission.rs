@@ -3,33 +3,13 @@
 //!
 //! Pure: the caller loads the appointment and reads the clock.
 
-use std::time::Duration;
-
 use carewire_signaling::{Claim, ErrorCode, Rejection};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::auth::Role;
+use crate::config::Window;
+use crate::context::Role;
 use crate::scheduling::status::Status;
-
-/// When the room is open relative to the appointment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    /// The room opens this long before the start (the waiting room).
-    pub opens_before: Duration,
-    /// ...and closes this long after the end (calls overrun).
-    pub closes_after: Duration,
-}
-
-impl Window {
-    /// When the room of an appointment running from `starts_at` to `ends_at` is open.
-    pub fn around(&self, starts_at: DateTime<Utc>, ends_at: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
-        (
-            starts_at - chrono::Duration::from_std(self.opens_before).unwrap_or_default(),
-            ends_at + chrono::Duration::from_std(self.closes_after).unwrap_or_default(),
-        )
-    }
-}
 
 /// The appointment, as far as admission cares.
 #[derive(Debug, Clone, Copy)]
@@ -122,6 +102,8 @@ pub fn admit(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const PROVIDER: Uuid = Uuid::from_u128(1);

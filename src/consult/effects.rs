@@ -14,9 +14,9 @@ use carewire_signaling::{
 
 use super::rooms::RoomFacts;
 use crate::audit::{self, Actor, Code, DetailValue, action, purpose, resource};
-use crate::auth::Role;
+use crate::context::RequestContext;
+use crate::context::Role;
 use crate::error::Error;
-use crate::http::RequestContext;
 use crate::scheduling::appointments;
 use crate::scheduling::status::{self, Transition};
 use crate::state::AppState;
@@ -176,8 +176,14 @@ async fn change_status(
                 let Ok(to) = status::apply(row.status(), transition, role) else {
                     return Ok(None);
                 };
-                let updated =
-                    appointments::change_status(conn, &state.crypto, &row, to, None, state.reminder_plan())?;
+                let updated = appointments::change_status(
+                    conn,
+                    &state.crypto,
+                    &row,
+                    to,
+                    None,
+                    crate::scheduling::reminder_plan(state),
+                )?;
                 let actor = match actor_id {
                     Some(provider) => audit::user(provider, Role::Provider),
                     None => match appointments::patient_account(conn, row.patient_id)? {

@@ -4,7 +4,7 @@
 //! live in the pure `carewire-signaling` crate; this module gives them sockets, a
 //! clock, the database and the audit log.
 //!
-//! - [`admission`]: who may enter an appointment's room and when (the window), pure.
+//! - [`admission`]: who may enter an appointment's room and when, pure.
 //! - [`routes`]: `GET /v1/consultations/{id}` (the WebSocket, protocol
 //!   `carewire.consult.v1`) and `GET /v1/consultations/{id}/ice-servers`.
 //! - [`rooms`]: this instance's rooms, one task each, and the connection queues.
@@ -19,3 +19,26 @@ pub mod rooms;
 pub mod routes;
 
 pub use rooms::Consultations;
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::realtime::hub::Hub;
+use crate::state::AppState;
+
+/// What the consultation routes and rooms share: the server's state, this
+/// instance's rooms, and its connections (a signed-in participant's room socket
+/// closes when their session ends).
+#[derive(Debug, Clone)]
+pub struct ConsultState {
+    pub app: AppState,
+    pub rooms: Arc<Consultations>,
+    pub hub: Arc<Hub>,
+}
+
+impl Deref for ConsultState {
+    type Target = AppState;
+    fn deref(&self) -> &AppState {
+        &self.app
+    }
+}

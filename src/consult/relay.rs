@@ -26,11 +26,11 @@ use uuid::Uuid;
 
 use carewire_signaling::{Claim, IceServer};
 
+use super::ConsultState;
 use super::rooms::RoomFacts;
+use crate::context::RequestContext;
 use crate::db::Db;
-use crate::http::RequestContext;
 use crate::schema::{consult_relay, consult_rooms};
-use crate::state::AppState;
 
 /// How long an owner's claim on a room holds without renewal.
 pub const LEASE: Duration = Duration::from_secs(15);
@@ -289,8 +289,8 @@ fn take(conn: &mut PgConnection, me: Uuid) -> QueryResult<Vec<Envelope>> {
 
 /// Delivers what other instances sent this one: on each wakeup from the bus, and at
 /// least every second.
-pub async fn receive(state: AppState, mut wakeups: watch::Receiver<u64>) {
-    let me = state.consult.instance();
+pub async fn receive(state: ConsultState, mut wakeups: watch::Receiver<u64>) {
+    let me = state.rooms.instance();
     loop {
         tokio::select! {
             changed = wakeups.changed() => if changed.is_err() { return },
@@ -299,7 +299,7 @@ pub async fn receive(state: AppState, mut wakeups: watch::Receiver<u64>) {
         match state.db.run(move |conn| Ok(take(conn, me)?)).await {
             Ok(envelopes) => {
                 for envelope in envelopes {
-                    state.consult.deliver(&state, envelope).await;
+                    state.rooms.deliver(&state, envelope).await;
                 }
             }
             Err(e) => tracing::debug!(error = %e, "reading relayed consultation frames failed"),

@@ -35,10 +35,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::ConsultState;
 use super::effects;
 use super::relay::{self, Envelope, Relay, WireClaim, WireOrigin};
-use crate::http::RequestContext;
-use crate::state::AppState;
+use crate::context::RequestContext;
 
 /// Frames queued for one connection before it counts as too slow (the room keeps 256
 /// events per participant for a resume, so nothing a resume needs is lost by the cut).
@@ -253,7 +253,7 @@ impl Consultations {
 
     /// Who owns the appointment's room after trying to take it; `None` when the
     /// database cannot say.
-    async fn owner(&self, state: &AppState, appointment: Uuid) -> Option<Uuid> {
+    async fn owner(&self, state: &ConsultState, appointment: Uuid) -> Option<Uuid> {
         let me = self.instance();
         if self.local_inbox(appointment).is_some() {
             return Some(me);
@@ -270,7 +270,7 @@ impl Consultations {
     /// room answers through `outbound`.
     pub async fn open(
         &self,
-        state: &AppState,
+        state: &ConsultState,
         facts: RoomFacts,
         claim: Claim,
         ice_servers: Vec<IceServer>,
@@ -321,7 +321,7 @@ impl Consultations {
     /// Sends `command` to the room on this instance, opening the room if needed.
     async fn enter_local(
         &self,
-        state: &AppState,
+        state: &ConsultState,
         facts: RoomFacts,
         mut command: Command,
     ) -> Option<mpsc::Sender<Command>> {
@@ -373,7 +373,7 @@ impl Consultations {
     }
 
     /// Handles an envelope another instance relayed to this one.
-    pub async fn deliver(&self, state: &AppState, envelope: Envelope) {
+    pub async fn deliver(&self, state: &ConsultState, envelope: Envelope) {
         match envelope {
             Envelope::Open {
                 facts,
@@ -510,7 +510,7 @@ enum Effect {
 }
 
 /// The room's effects, one after another, until the room drops its sender.
-async fn carry_out(state: AppState, facts: RoomFacts, mut effects_rx: mpsc::UnboundedReceiver<Effect>) {
+async fn carry_out(state: ConsultState, facts: RoomFacts, mut effects_rx: mpsc::UnboundedReceiver<Effect>) {
     while let Some(effect) = effects_rx.recv().await {
         match effect {
             Effect::Audit { origin, record } => effects::audit(&state, &facts, origin, record).await,
@@ -521,7 +521,7 @@ async fn carry_out(state: AppState, facts: RoomFacts, mut effects_rx: mpsc::Unbo
 
 /// The room task: inputs in, effects out, until the room closes.
 async fn run(
-    state: AppState,
+    state: ConsultState,
     facts: RoomFacts,
     config: RoomConfig,
     mut inbox: mpsc::Receiver<Command>,
@@ -531,11 +531,11 @@ async fn run(
     let at = move |instant: Instant| {
         Millis::from_millis(u64::try_from(instant.duration_since(epoch).as_millis()).unwrap_or(u64::MAX))
     };
-    let relay = state.consult.relay.clone();
+    let relay = state.rooms.relay.clone();
     let mut key = [0u8; 32];
     if getrandom::fill(&mut key).is_err() {
         tracing::error!("the random number generator failed; consultation room not opened");
-        state.consult.forget(facts.appointment, generation);
+        state.rooms.forget(facts.appointment, generation);
         return;
     }
     let mut room = Room::new(
@@ -651,7 +651,7 @@ async fn run(
             }
         }
     }
-    state.consult.forget(facts.appointment, generation);
+    state.rooms.forget(facts.appointment, generation);
     let (appointment, me) = (facts.appointment, relay.instance());
     if let Err(e) = state
         .db

@@ -22,22 +22,23 @@ use warp::reply::Response;
 
 use carewire_signaling::{ErrorCode, IceServer, PROTOCOL_VERSION, Rejection, ServerFrame};
 
+use super::ConsultState;
 use super::admission::{self, Appointment, Knock, Refusal};
 use super::rooms::{Outbound, RoomFacts};
 use crate::audit::{self, Code};
-use crate::auth::{self, Caller};
+use crate::context::Caller;
+use crate::context::RequestContext;
 use crate::error::Error;
 use crate::http::edge::UpgradeSlot;
 use crate::http::query::{self, Query};
 use crate::http::websocket::{self, Handshake, Socket, close};
-use crate::http::{RequestContext, reply, request_context, with_state};
+use crate::http::{reply, request_context, with_state};
 use crate::realtime::hub::Closing;
 use crate::scheduling::appointments;
-use crate::state::AppState;
 
 /// GET /v1/consultations/{appointment_id}?ticket=|guest=: the consultation socket.
 #[utoipa::path(get, path = "/v1/consultations/{id}", tag = "consultations", params(("id" = Uuid, Path, description = "The video appointment"), ("ticket" = Option<String>, Query, description = "From POST /v1/ws/ticket; or offer the subprotocols `carewire.consult.v1` and `bearer.<access token>`"), ("guest" = Option<String>, Query, description = "A guest link token minted by the provider (`invite_guest`), instead of an account")), responses((status = 101, description = "Switching to the WebSocket protocol carewire.consult.v1 (see signaling/PROTOCOL.md)"), (status = 400, description = "Not a WebSocket handshake", body = crate::http::openapi::ProblemDoc), (status = 401, description = "No valid ticket, token or guest link", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Origin not allowed", body = crate::http::openapi::ProblemDoc)))]
-pub(crate) fn socket(state: &AppState) -> BoxedFilter<(Response,)> {
+pub(crate) fn socket(state: &ConsultState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "consultations" / Uuid)
         .and(warp::get())
         .and(warp::header::headers_cloned())
@@ -51,7 +52,7 @@ pub(crate) fn socket(state: &AppState) -> BoxedFilter<(Response,)> {
              slot: Option<UpgradeSlot>,
              ctx: RequestContext,
              raw: String,
-             state: AppState| async move {
+             state: ConsultState| async move {
                 reply::respond(handshake(appointment, headers, slot, ctx, &raw, state).await)
             },
         )
@@ -61,14 +62,14 @@ pub(crate) fn socket(state: &AppState) -> BoxedFilter<(Response,)> {
 /// GET /v1/consultations/{appointment_id}/ice-servers: STUN and TURN servers with
 /// fresh credentials, for a participant whose call outlives its first ones.
 #[utoipa::path(get, path = "/v1/consultations/{id}/ice-servers", tag = "consultations", params(("id" = Uuid, Path, description = "The video appointment")), responses((status = 200, description = "`{\"ice_servers\": [...]}`, ready for `new RTCPeerConnection({iceServers})`"), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not your consultation, or not open now", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
-pub(crate) fn ice_servers(state: &AppState) -> BoxedFilter<(Response,)> {
+pub(crate) fn ice_servers(state: &ConsultState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "consultations" / Uuid / "ice-servers")
         .and(warp::get())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(with_state(state))
         .then(
-            |appointment: Uuid, caller: Caller, ctx: RequestContext, state: AppState| async move {
+            |appointment: Uuid, caller: Caller, ctx: RequestContext, state: ConsultState| async move {
                 let result = async {
                     let knock = Knock::Account {
                         id: caller.account_id,
@@ -92,7 +93,7 @@ pub(crate) fn ice_servers(state: &AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-fn ice_for(state: &AppState, user: &str) -> Result<Vec<IceServer>, Error> {
+fn ice_for(state: &ConsultState, user: &str) -> Result<Vec<IceServer>, Error> {
     let now = u64::try_from(state.clock.now().timestamp()).unwrap_or(0);
     state.settings.consult.ice.servers_for(user, now).map_err(|e| {
         tracing::error!(error = %e, "minting TURN credentials failed");
@@ -106,7 +107,7 @@ async fn handshake(
     slot: Option<UpgradeSlot>,
     ctx: RequestContext,
     raw: &str,
-    state: AppState,
+    state: ConsultState,
 ) -> Result<Response, Error> {
     let handshake = Handshake::parse(&headers, slot.as_ref(), "GET /v1/consultations/{id}")?;
     websocket::check_origin(&state, &headers)?;
@@ -146,7 +147,7 @@ async fn handshake(
 /// Loads the appointment and asks [`admission::admit`]. The outer error is the
 /// database's; the inner one the refusal to send.
 async fn decide(
-    state: &AppState,
+    state: &ConsultState,
     appointment: Uuid,
     knock: Knock,
 ) -> Result<Result<(RoomFacts, carewire_signaling::Claim), Refusal>, Error> {
@@ -188,7 +189,7 @@ async fn decide(
 /// Records a refused entry. Guests have no account to record it against: their
 /// refusals are the room's (`GUEST_LINK_INVALID`) or the window's, and are logged.
 async fn deny(
-    state: &AppState,
+    state: &ConsultState,
     ctx: &RequestContext,
     caller: Option<&Caller>,
     appointment: Uuid,
@@ -199,7 +200,7 @@ async fn deny(
         return;
     };
     if let Err(e) = audit::record_denial(
-        state,
+        &state.db,
         ctx,
         caller,
         crate::audit::resource::APPOINTMENT,
@@ -222,7 +223,7 @@ async fn refuse(mut socket: Socket, rejection: Rejection) {
 /// After the 101: decide, then carry frames between the socket and the room.
 async fn enter(
     mut socket: Socket,
-    state: AppState,
+    state: ConsultState,
     ctx: RequestContext,
     appointment: Uuid,
     knock: Knock,
@@ -246,7 +247,7 @@ async fn enter(
     };
     let (outbound_tx, mut outbound) = mpsc::channel(super::rooms::OUTBOUND_QUEUE);
     let Some(room) = state
-        .consult
+        .rooms
         .open(&state, facts, claim, ice_servers, outbound_tx, ctx)
         .await
     else {
@@ -259,7 +260,7 @@ async fn enter(
     // A room on another instance answers every ping; silence for a whole heartbeat
     // timeout means its owner is gone, and the client should reconnect to the room's
     // next owner.
-    let silence = state.consult.config().heartbeat_timeout;
+    let silence = state.rooms.config().heartbeat_timeout;
     let mut heard_from_room = tokio::time::Instant::now();
     let mut watchdog = tokio::time::interval(silence / 3);
     loop {
@@ -273,7 +274,7 @@ async fn enter(
             }
             _ = watchdog.tick(), if room.is_remote() => {
                 if heard_from_room.elapsed() > silence {
-                    room.disconnected(&state.consult).await;
+                    room.disconnected(&state.rooms).await;
                     close(socket, 1012, "room moved; reconnect").await;
                     break;
                 }
@@ -282,7 +283,7 @@ async fn enter(
                 Some(Outbound::Text(text)) => {
                     heard_from_room = tokio::time::Instant::now();
                     if socket.send(Message::text(text)).await.is_err() {
-                        room.disconnected(&state.consult).await;
+                        room.disconnected(&state.rooms).await;
                         break;
                     }
                 }
@@ -308,22 +309,22 @@ async fn enter(
                     if let Ok(text) = ServerFrame::error(None, rejection).to_json()
                         && socket.send(Message::text(text)).await.is_err()
                     {
-                        room.disconnected(&state.consult).await;
+                        room.disconnected(&state.rooms).await;
                         break;
                     }
                 }
                 Some(Err(tungstenite::Error::Capacity(_))) => {
-                    room.disconnected(&state.consult).await;
+                    room.disconnected(&state.rooms).await;
                     close(socket, 1009, "message too big").await;
                     break;
                 }
                 Some(Err(tungstenite::Error::Utf8(_))) => {
-                    room.disconnected(&state.consult).await;
+                    room.disconnected(&state.rooms).await;
                     close(socket, 1007, "text frames must be UTF-8").await;
                     break;
                 }
                 None | Some(Ok(Message::Close(_))) | Some(Err(_)) => {
-                    room.disconnected(&state.consult).await;
+                    room.disconnected(&state.rooms).await;
                     break;
                 }
                 Some(Ok(_)) => {} // ping (tungstenite answers), pong, raw frame

@@ -24,7 +24,6 @@
 
 pub mod audit_key;
 pub mod blind_index;
-pub mod commands;
 pub mod field;
 pub mod fields;
 pub mod kek;

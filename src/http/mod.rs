@@ -1,9 +1,11 @@
-//! The HTTP edge: assembling the routes, mapping rejections to problems, and serving
-//! connections (and, in [`web`], the embedded browser client).
+//! The HTTP edge: mapping rejections to problems ([`recover`]), serving connections,
+//! and what every route module uses (body and query parsing, replies, ETags, the
+//! WebSocket handshake, and in [`web`] the embedded browser client). The route tree
+//! itself is assembled above the features, in [`crate::api`].
 //!
 //! Conventions every route module follows:
 //! - a route is a function returning a filter, documented with its method and path;
-//! - path first, then method, then access (`auth::caller` / `auth::with_role`), then
+//! - path first, then method, then access (`access::caller` / `access::with_role`), then
 //!   the body: so an unknown path is a 404, a known path with the wrong method a 405,
 //!   and only a matched route ever asks for credentials;
 //! - handlers return `Result<Response, Error>` and are turned into responses with
@@ -26,62 +28,17 @@ pub mod websocket;
 
 use std::convert::Infallible;
 
-use warp::filters::BoxedFilter;
 use warp::reject::{InvalidHeader, InvalidQuery, MethodNotAllowed, MissingHeader, PayloadTooLarge};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
+use crate::context::RequestContext;
 use crate::error::Error;
-use crate::state::AppState;
 
 pub use edge::{ClientIp, RequestId};
 
-/// Every route of the server, with rejections turned into problem documents.
-/// `extra` lets tests mount routes of their own behind the same edge.
-pub fn routes(state: &AppState, extra: Option<BoxedFilter<(Response,)>>) -> BoxedFilter<(Response,)> {
-    let api = health::routes(state)
-        .or(openapi::openapi_json())
-        .unify()
-        .or(crate::auth::routes::routes(state))
-        .unify()
-        .or(crate::accounts::routes::routes(state))
-        .unify()
-        .or(crate::audit::routes::routes(state))
-        .unify()
-        .or(crate::records::routes::routes(state))
-        .unify()
-        .or(crate::scheduling::provider_routes::routes(state))
-        .unify()
-        .or(crate::scheduling::appointment_routes::routes(state))
-        .unify()
-        .or(crate::realtime::gateway::ticket(state))
-        .unify()
-        .or(crate::realtime::gateway::ws(state))
-        .unify()
-        .or(crate::notifications::routes::list(state))
-        .unify()
-        .or(crate::notifications::routes::read(state))
-        .unify()
-        .or(crate::consult::routes::socket(state))
-        .unify()
-        .or(crate::consult::routes::ice_servers(state))
-        .unify()
-        .boxed();
-    let api = match extra {
-        Some(extra) => api.or(extra).unify().boxed(),
-        None => api,
-    };
-    // The browser client last: it answers only exact hits of its own table, so every
-    // API path (and every API rejection, such as a 405) is decided before it.
-    api.or(web::routes(state))
-        .unify()
-        .recover(recover)
-        .unify()
-        .boxed()
-}
-
 /// The one place a rejection becomes a response.
-async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     let err = if let Some(err) = rejection.find::<Error>() {
         return Ok(reply::error(err));
     } else if rejection.find::<MethodNotAllowed>().is_some() {
@@ -106,10 +63,10 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     Ok(reply::error(&err))
 }
 
-/// Shares the application state with a handler.
-pub fn with_state(
-    state: &AppState,
-) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone + use<> {
+/// Shares the application state (or a feature's state) with a handler.
+pub fn with_state<S: Clone + Send + Sync + 'static>(
+    state: &S,
+) -> impl Filter<Extract = (S,), Error = Infallible> + Clone + use<S> {
     let state = state.clone();
     warp::any().map(move || state.clone())
 }
@@ -128,12 +85,4 @@ pub fn request_context() -> impl Filter<Extract = (RequestContext,), Error = Rej
                 }
             },
         )
-}
-
-/// Who is asking from where, as far as the edge knows.
-#[derive(Debug, Clone, Default)]
-pub struct RequestContext {
-    pub request_id: String,
-    pub client_ip: Option<std::net::IpAddr>,
-    pub user_agent: Option<String>,
 }

@@ -24,11 +24,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role as WsRole, WebSocketConfig};
 use warp::reply::Response;
 
-use crate::auth::{self, Caller};
+use crate::auth::tickets;
+use crate::context::Caller;
 use crate::error::Error;
 use crate::http::edge::UpgradeSlot;
 use crate::http::reply;
-use crate::realtime::tickets;
 use crate::state::AppState;
 
 /// How long a close frame may take to go out before the socket is simply dropped.
@@ -147,7 +147,7 @@ pub async fn authenticate(
             "offer the subprotocol {protocol} next to bearer.<token>"
         )));
     }
-    auth::authenticate_token(state, token).await
+    state.auth.authenticate(&state.db, token).await
 }
 
 /// Small buffers: an idle socket should cost a few KiB, not tungstenite's 256 KiB of

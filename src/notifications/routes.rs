@@ -8,7 +8,7 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
 use super::channels::view;
-use crate::auth::{self, Caller};
+use crate::context::Caller;
 use crate::error::Error;
 use crate::http::query::Query;
 use crate::http::{reply, with_state};
@@ -20,7 +20,7 @@ use crate::state::AppState;
 pub(crate) fn list(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "me" / "notifications")
         .and(warp::get())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(crate::http::query::raw())
         .and(with_state(state))
         .then(|caller: Caller, raw: String, state: AppState| async move {
@@ -59,7 +59,7 @@ async fn list_handler(caller: Caller, raw: &str, state: AppState) -> Result<Resp
 pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "me" / "notifications" / Uuid / "read")
         .and(warp::post())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(with_state(state))
         .then(|id: Uuid, caller: Caller, state: AppState| async move {
             let result = state

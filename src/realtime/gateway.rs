@@ -24,18 +24,20 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
+use super::RealtimeState;
 use super::hub::{self, Closing};
 use super::protocol::{self, ClientMessage, PROTOCOL, ServerMessage, code};
 use super::stream::{self, Audience};
-use super::tickets;
 use super::topics::{self, Identity, Topic};
 use crate::audit::{self, Code};
-use crate::auth::{self, Caller, Role};
+use crate::auth::tickets;
+use crate::context::RequestContext;
+use crate::context::{Caller, Role};
 use crate::error::Error;
 use crate::http::edge::UpgradeSlot;
 use crate::http::query::{self, Query};
 use crate::http::websocket::{self, Handshake, Socket, close};
-use crate::http::{RequestContext, reply, request_context, with_state};
+use crate::http::{reply, request_context, with_state};
 use crate::state::AppState;
 
 /// The most topics one connect may name.
@@ -48,7 +50,7 @@ const REPLAY_BATCH: i64 = 500;
 pub(crate) fn ticket(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "ws" / "ticket")
         .and(warp::post())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(with_state(state))
         .then(|caller: Caller, state: AppState| async move {
             let ttl = state.settings.realtime.ticket_ttl;
@@ -71,7 +73,7 @@ pub(crate) fn ticket(state: &AppState) -> BoxedFilter<(Response,)> {
 
 /// GET /v1/ws?ticket=&resume_from=&topics=: the WebSocket (protocol `carewire.v1`).
 #[utoipa::path(get, path = "/v1/ws", tag = "realtime", params(("ticket" = Option<String>, Query, description = "From POST /v1/ws/ticket; or offer the subprotocols `carewire.v1` and `bearer.<access token>`"), ("resume_from" = Option<i64>, Query, description = "The last seq received: missed events are replayed first"), ("topics" = Option<String>, Query, description = "Comma-separated topics to follow from the start, e.g. provider:{id}:slots")), responses((status = 101, description = "Switching to the WebSocket protocol carewire.v1 (see docs/realtime-protocol.md)"), (status = 400, description = "Not a WebSocket handshake", body = crate::http::openapi::ProblemDoc), (status = 401, description = "No valid ticket or token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Origin not allowed", body = crate::http::openapi::ProblemDoc)))]
-pub(crate) fn ws(state: &AppState) -> BoxedFilter<(Response,)> {
+pub(crate) fn ws(state: &RealtimeState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "ws")
         .and(warp::get())
         .and(warp::header::headers_cloned())
@@ -84,7 +86,7 @@ pub(crate) fn ws(state: &AppState) -> BoxedFilter<(Response,)> {
              slot: Option<UpgradeSlot>,
              ctx: RequestContext,
              raw: String,
-             state: AppState| async move {
+             state: RealtimeState| async move {
                 reply::respond(handshake(headers, slot, ctx, &raw, state).await)
             },
         )
@@ -127,7 +129,7 @@ async fn handshake(
     slot: Option<UpgradeSlot>,
     ctx: RequestContext,
     raw: &str,
-    state: AppState,
+    state: RealtimeState,
 ) -> Result<Response, Error> {
     let handshake = Handshake::parse(&headers, slot.as_ref(), "GET /v1/ws")?;
     websocket::check_origin(&state, &headers)?;
@@ -138,7 +140,7 @@ async fn handshake(
         Role::Patient => {
             state
                 .db
-                .run(move |conn| Ok(crate::records::patients::id_for_account(conn, account_id)?))
+                .run(move |conn| Ok(crate::accounts::patient_id(conn, account_id)?))
                 .await?
         }
         Role::Provider | Role::Admin => None,
@@ -204,7 +206,7 @@ async fn send(socket: &mut Socket, message: &ServerMessage) -> Result<(), tungst
 /// The life of one connection, from the welcome to the close.
 async fn serve(
     mut socket: Socket,
-    state: AppState,
+    state: RealtimeState,
     ctx: RequestContext,
     identity: Identity,
     request: Request,
@@ -259,14 +261,14 @@ enum Ending {
     Gone,
 }
 
-async fn deny(state: &AppState, ctx: &RequestContext, identity: &Identity, why: &'static str) {
+async fn deny(state: &RealtimeState, ctx: &RequestContext, identity: &Identity, why: &'static str) {
     let caller = Caller {
         account_id: identity.account_id,
         role: identity.role,
         session_id: identity.session_id,
     };
     if let Err(e) = audit::record_denial(
-        state,
+        &state.db,
         ctx,
         &caller,
         Code::new("realtime_topic"),
@@ -282,7 +284,7 @@ async fn deny(state: &AppState, ctx: &RequestContext, identity: &Identity, why: 
 #[expect(clippy::too_many_arguments, reason = "the parts of one connection, used once")]
 async fn run(
     socket: &mut Socket,
-    state: &AppState,
+    state: &RealtimeState,
     ctx: &RequestContext,
     identity: Identity,
     topics: &mut Vec<Topic>,
@@ -437,7 +439,7 @@ async fn run(
 /// Sends what a resuming client missed: matching events in `(from, through]`.
 async fn replay(
     socket: &mut Socket,
-    state: &AppState,
+    state: &RealtimeState,
     identity: &Identity,
     topics: &[Topic],
     from: i64,
@@ -490,7 +492,7 @@ async fn replay(
 
 /// On a fresh connection: the unread notifications (dedupe by id with any that also
 /// arrive as events).
-async fn unread(socket: &mut Socket, state: &AppState, account_id: uuid::Uuid) -> Result<(), Ending> {
+async fn unread(socket: &mut Socket, state: &RealtimeState, account_id: uuid::Uuid) -> Result<(), Ending> {
     let items = state
         .db
         .run(move |conn| Ok(crate::notifications::list(conn, account_id, true, None, 50)?))
@@ -509,7 +511,7 @@ async fn unread(socket: &mut Socket, state: &AppState, account_id: uuid::Uuid) -
 
 /// The answer to one client message.
 async fn answer(
-    state: &AppState,
+    state: &RealtimeState,
     ctx: &RequestContext,
     identity: &Identity,
     id: u64,

@@ -11,7 +11,6 @@
 //! - [`hub`]: this instance's connections, and the pump that routes each new event
 //!   to the connections it concerns through bounded queues.
 //! - [`protocol`]: the versioned JSON messages (see `docs/realtime-protocol.md`).
-//! - [`tickets`]: short-lived single-use tickets for browsers' WebSocket handshakes.
 //! - [`gateway`]: `GET /v1/ws`: the handshake (credentials, Origin, upgrade through
 //!   hyper with our own `WebSocketConfig`) and the connection loop (heartbeats,
 //!   limits, subscriptions, resume).
@@ -25,5 +24,24 @@ pub mod gateway;
 pub mod hub;
 pub mod protocol;
 pub mod stream;
-pub mod tickets;
 pub mod topics;
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::state::AppState;
+
+/// What the event stream's routes share: the server's state and this instance's
+/// connections.
+#[derive(Debug, Clone)]
+pub struct RealtimeState {
+    pub app: AppState,
+    pub hub: Arc<hub::Hub>,
+}
+
+impl Deref for RealtimeState {
+    type Target = AppState;
+    fn deref(&self) -> &AppState {
+        &self.app
+    }
+}

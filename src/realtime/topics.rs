@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::stream::StreamEvent;
-use crate::auth::Role;
+use crate::context::Role;
 use crate::outbox::kind;
 
 /// A topic a client can name.

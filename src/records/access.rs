@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::break_glass;
 use super::patients::PatientRow;
 use crate::audit::{Code, purpose};
-use crate::auth::{Caller, Role};
+use crate::context::{Caller, Role};
 
 /// What the caller wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,6 +15,7 @@
 
 pub mod access;
 pub mod appointments_link;
+pub mod audit_routes;
 pub mod break_glass;
 pub mod demographics;
 pub mod note_routes;
@@ -27,10 +28,10 @@ use diesel::pg::PgConnection;
 use uuid::Uuid;
 
 use crate::audit::{self, AuditEvent, Code, DetailValue, action};
-use crate::auth::Caller;
+use crate::context::Caller;
+use crate::context::RequestContext;
 use crate::crypto::CryptoError;
 use crate::error::Error;
-use crate::http::RequestContext;
 use crate::state::AppState;
 use access::{Denial, Grant, Operation};
 use patients::PatientRow;

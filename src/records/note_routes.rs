@@ -12,10 +12,11 @@ use super::access::Operation;
 use super::notes::{self, Content, NoteRow, VersionRow};
 use super::{Access, RecordsError, fields, guarded};
 use crate::audit::{self, Code, DetailValue, action, resource};
-use crate::auth::{self, Caller, Role};
+use crate::context::RequestContext;
+use crate::context::{Caller, Role};
 use crate::error::Error;
 use crate::http::etag::{self, IfMatch};
-use crate::http::{RequestContext, body, reply, request_context, with_state};
+use crate::http::{body, reply, request_context, with_state};
 use crate::state::AppState;
 
 pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
@@ -75,7 +76,7 @@ fn authored(access: &Access, note: &NoteRow) -> Result<(), RecordsError> {
 pub(crate) fn create(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes")
         .and(warp::post())
-        .and(auth::with_role(state, &[Role::Provider]))
+        .and(crate::access::with_role(state, &[Role::Provider]))
         .and(request_context())
         .and(body::json::<NewNote>(state.settings.http.body_limit))
         .and(with_state(state))
@@ -100,7 +101,7 @@ pub(crate) fn create(state: &AppState) -> BoxedFilter<(Response,)> {
 pub(crate) fn list(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes")
         .and(warp::get())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(with_state(state))
         .then(
@@ -142,7 +143,7 @@ pub(crate) fn list(state: &AppState) -> BoxedFilter<(Response,)> {
 pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes" / Uuid)
         .and(warp::get())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(with_state(state))
         .then(|patient_id: Uuid, note_id: Uuid, caller: Caller, ctx: RequestContext, state: AppState| async move {
@@ -165,7 +166,7 @@ pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
 pub(crate) fn edit(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes" / Uuid)
         .and(warp::put())
-        .and(auth::with_role(state, &[Role::Provider]))
+        .and(crate::access::with_role(state, &[Role::Provider]))
         .and(request_context())
         .and(etag::if_match())
         .and(body::json::<Content>(state.settings.http.body_limit))
@@ -226,7 +227,7 @@ pub(crate) fn edit(state: &AppState) -> BoxedFilter<(Response,)> {
 pub(crate) fn versions(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes" / Uuid / "versions")
         .and(warp::get())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(with_state(state))
         .then(|patient_id: Uuid, note_id: Uuid, caller: Caller, ctx: RequestContext, state: AppState| async move {
@@ -261,7 +262,7 @@ pub(crate) fn versions(state: &AppState) -> BoxedFilter<(Response,)> {
 pub(crate) fn sign(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes" / Uuid / "sign")
         .and(warp::post())
-        .and(auth::with_role(state, &[Role::Provider]))
+        .and(crate::access::with_role(state, &[Role::Provider]))
         .and(request_context())
         .and(etag::if_match())
         .and(with_state(state))
@@ -315,7 +316,7 @@ pub(crate) fn sign(state: &AppState) -> BoxedFilter<(Response,)> {
 pub(crate) fn amend(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes" / Uuid / "amendments")
         .and(warp::post())
-        .and(auth::with_role(state, &[Role::Provider]))
+        .and(crate::access::with_role(state, &[Role::Provider]))
         .and(request_context())
         .and(body::json::<Content>(state.settings.http.body_limit))
         .and(with_state(state))

@@ -249,15 +249,6 @@ pub fn load(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<PatientRow>
         .optional()
 }
 
-/// The patient record of an account, if it has one.
-pub fn id_for_account(conn: &mut PgConnection, account_id: Uuid) -> QueryResult<Option<Uuid>> {
-    patients::table
-        .filter(patients::account_id.eq(account_id))
-        .select(patients::id)
-        .first(conn)
-        .optional()
-}
-
 /// Writes `new` over `old` if the row is still at `expected_version`; only changed
 /// fields are re-sealed. `None` when the row moved on (the caller answers 412).
 pub fn update(

@@ -15,11 +15,12 @@ use super::demographics::{Demographics, LegalName, normalize_mrn, normalize_phon
 use super::patients::{self, Lookup};
 use super::{RecordsError, break_glass, fields, guarded};
 use crate::audit::{self, Code, DetailValue, action, purpose, resource};
-use crate::auth::{self, Caller, Role};
+use crate::context::RequestContext;
+use crate::context::{Caller, Role};
 use crate::error::Error;
 use crate::http::etag::{self, IfMatch};
 use crate::http::query::{self, Query};
-use crate::http::{RequestContext, body, reply, request_context, with_state};
+use crate::http::{body, reply, request_context, with_state};
 use crate::state::AppState;
 use crate::text::{self, Rules};
 
@@ -46,7 +47,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
 pub(crate) fn create(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients")
         .and(warp::post())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(body::json::<Demographics>(state.settings.http.body_limit))
         .and(with_state(state))
@@ -109,7 +110,7 @@ async fn create_handler(
 pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid)
         .and(warp::get())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(with_state(state))
         .then(
@@ -146,7 +147,7 @@ pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
 pub(crate) fn update(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid)
         .and(warp::patch())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(etag::if_match())
         .and(body::json::<serde_json::Map<String, serde_json::Value>>(
@@ -206,7 +207,7 @@ struct Match {
 pub(crate) fn search(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients")
         .and(warp::get())
-        .and(auth::with_role(state, &[Role::Provider, Role::Admin]))
+        .and(crate::access::with_role(state, &[Role::Provider, Role::Admin]))
         .and(request_context())
         .and(query::raw())
         .and(with_state(state))
@@ -305,7 +306,7 @@ struct BreakGlassRequest {
 pub(crate) fn open_break_glass(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "break-glass")
         .and(warp::post())
-        .and(auth::with_role(state, &[Role::Provider]))
+        .and(crate::access::with_role(state, &[Role::Provider]))
         .and(request_context())
         .and(body::json::<BreakGlassRequest>(state.settings.http.body_limit))
         .and(with_state(state))
@@ -364,7 +365,7 @@ async fn open_break_glass_handler(
 pub(crate) fn review_break_glass(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "admin" / "break-glass")
         .and(warp::get())
-        .and(auth::with_role(state, &[Role::Admin]))
+        .and(crate::access::with_role(state, &[Role::Admin]))
         .and(request_context())
         .and(query::raw())
         .and(with_state(state))

@@ -6,9 +6,17 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use crate::scheduling::appointments::AppointmentRow;
-use crate::scheduling::status::Status;
 use crate::schema::reminder_jobs;
+
+/// The appointment, as far as its reminders care.
+#[derive(Debug, Clone, Copy)]
+pub struct Reminded {
+    pub appointment_id: Uuid,
+    pub version: i32,
+    pub starts_at: DateTime<Utc>,
+    /// Only a booked appointment has reminders.
+    pub booked: bool,
+}
 
 /// The clock reading and the server's default offsets (`CAREWIRE_REMINDER_OFFSETS`).
 #[derive(Debug, Clone, Copy)]
@@ -37,17 +45,17 @@ pub fn due_times(
 /// that changed the appointment. Returns how many are pending.
 pub fn sync(
     conn: &mut PgConnection,
-    row: &AppointmentRow,
+    row: Reminded,
     type_offsets: Option<&[i32]>,
     plan: Plan<'_>,
 ) -> QueryResult<usize> {
     diesel::delete(
         reminder_jobs::table
-            .filter(reminder_jobs::appointment_id.eq(row.id))
+            .filter(reminder_jobs::appointment_id.eq(row.appointment_id))
             .filter(reminder_jobs::status.eq("pending")),
     )
     .execute(conn)?;
-    if row.status() != Status::Booked {
+    if !row.booked {
         return Ok(0);
     }
     let offsets = type_offsets.unwrap_or(plan.default_offsets_minutes);
@@ -56,7 +64,7 @@ pub fn sync(
         .map(|(offset, due)| {
             (
                 reminder_jobs::id.eq(Uuid::now_v7()),
-                reminder_jobs::appointment_id.eq(row.id),
+                reminder_jobs::appointment_id.eq(row.appointment_id),
                 reminder_jobs::appointment_version.eq(row.version),
                 reminder_jobs::offset_minutes.eq(offset),
                 reminder_jobs::due_at.eq(due),

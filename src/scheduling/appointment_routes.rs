@@ -19,11 +19,12 @@ use super::idempotency::{self, Answer, Claim, Idempotency};
 use super::providers;
 use super::status::{self, Refusal, Status, Transition};
 use crate::audit::{self, Code, DetailValue, action, purpose, resource};
-use crate::auth::{self, Caller, Role};
+use crate::context::RequestContext;
+use crate::context::{Caller, Role};
 use crate::error::Error;
 use crate::http::etag::{self, IfMatch};
 use crate::http::query::{self, Query};
-use crate::http::{RequestContext, body, reply, request_context, with_state};
+use crate::http::{body, reply, request_context, with_state};
 use crate::state::AppState;
 use crate::text::{self, Rules};
 
@@ -216,7 +217,7 @@ struct BookRequest {
 pub(crate) fn create(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "appointments")
         .and(warp::post())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(idempotency::key())
         .and(body::json::<BookRequest>(state.settings.http.body_limit))
@@ -254,11 +255,12 @@ pub(crate) fn create(state: &AppState) -> BoxedFilter<(Response,)> {
                     };
                     let patient_id = match caller.role {
                         Role::Patient => {
-                            let own = crate::records::patients::id_for_account(conn, caller.account_id)?
-                                .ok_or(Error::conflict(
+                            let own = crate::accounts::patient_id(conn, caller.account_id)?.ok_or(
+                                Error::conflict(
                                     "no_patient_record",
                                     "create your patient record (POST /v1/patients) before booking",
-                                ))?;
+                                ),
+                            )?;
                             if input.patient_id.is_some_and(|p| p != own) {
                                 return Err(Failure::Error(Error::validation(
                                     "patient_id",
@@ -292,7 +294,7 @@ pub(crate) fn create(state: &AppState) -> BoxedFilter<(Response,)> {
                             hold: input.hold.then_some(hold_ttl),
                             booked_by: caller.account_id,
                         },
-                        state.reminder_plan(),
+                        crate::scheduling::reminder_plan(state),
                     )?;
                     audit::record(
                         conn,
@@ -324,7 +326,7 @@ const LIST_PARAMS: &[&str] = &["provider", "patient", "status", "from", "to", "c
 pub(crate) fn list(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "appointments")
         .and(warp::get())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(query::raw())
         .and(with_state(state))
@@ -382,8 +384,7 @@ async fn list_handler(
             conn.transaction(|conn| {
                 match caller.role {
                     Role::Patient => {
-                        let Some(own) = crate::records::patients::id_for_account(conn, caller.account_id)?
-                        else {
+                        let Some(own) = crate::accounts::patient_id(conn, caller.account_id)? else {
                             return Ok::<_, Error>(Vec::new());
                         };
                         if filter.patient_id.is_some_and(|p| p != own) {
@@ -460,7 +461,7 @@ async fn list_handler(
 pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "appointments" / Uuid)
         .and(warp::get())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(with_state(state))
         .then(
@@ -571,8 +572,14 @@ fn apply_change(
         to,
         cancellation,
     } = change;
-    let updated =
-        appointments::change_status(conn, &state.crypto, row, to, cancellation, state.reminder_plan())?;
+    let updated = appointments::change_status(
+        conn,
+        &state.crypto,
+        row,
+        to,
+        cancellation,
+        crate::scheduling::reminder_plan(state),
+    )?;
     audit::record(
         conn,
         &event(ctx, caller, action::UPDATE, &updated)
@@ -633,7 +640,7 @@ fn transition(state: &AppState, segment: &'static str, transition: Transition) -
         .and(warp::path(segment))
         .and(warp::path::end())
         .and(warp::post())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(etag::if_match())
         .and(idempotency::key())
@@ -711,7 +718,7 @@ struct CancelRequest {
 pub(crate) fn cancel(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "appointments" / Uuid / "cancel")
         .and(warp::post())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(etag::if_match())
         .and(idempotency::key())
@@ -782,7 +789,7 @@ struct RescheduleRequest {
 pub(crate) fn reschedule(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "appointments" / Uuid / "reschedule")
         .and(warp::post())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(etag::if_match())
         .and(idempotency::key())
@@ -820,7 +827,7 @@ pub(crate) fn reschedule(state: &AppState) -> BoxedFilter<(Response,)> {
                         &provider,
                         &kind,
                         input.starts_at,
-                        state.reminder_plan(),
+                        crate::scheduling::reminder_plan(state),
                     )?;
                     audit::record(
                         conn,

@@ -53,6 +53,30 @@ impl AppointmentRow {
     pub fn status(&self) -> Status {
         Status::parse(&self.status).unwrap_or(Status::EnteredInError)
     }
+
+    /// What an event about this appointment says of it.
+    pub fn facts(&self) -> outbox::AppointmentFacts<'_> {
+        outbox::AppointmentFacts {
+            id: self.id,
+            provider_id: self.provider_id,
+            patient_id: self.patient_id,
+            type_id: self.type_id,
+            status: &self.status,
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            version: self.version,
+        }
+    }
+
+    /// What its reminders depend on.
+    pub fn reminded(&self) -> reminders::Reminded {
+        reminders::Reminded {
+            appointment_id: self.id,
+            version: self.version,
+            starts_at: self.starts_at,
+            booked: self.status() == Status::Booked,
+        }
+    }
 }
 
 fn reason_field(id: Uuid) -> FieldContext {
@@ -339,8 +363,13 @@ pub fn book(
     } else {
         outbox::kind::APPOINTMENT_BOOKED
     };
-    outbox::emit(conn, kind, &row, serde_json::json!({}))?;
-    reminders::sync(conn, &row, booking.kind.reminder_offsets().as_deref(), plan)?;
+    outbox::emit(conn, kind, row.facts(), serde_json::json!({}))?;
+    reminders::sync(
+        conn,
+        row.reminded(),
+        booking.kind.reminder_offsets().as_deref(),
+        plan,
+    )?;
     Ok(row)
 }
 
@@ -396,16 +425,16 @@ pub fn reschedule(
     outbox::emit(
         conn,
         outbox::kind::APPOINTMENT_RESCHEDULED,
-        &updated,
+        updated.facts(),
         serde_json::json!({ "previous_starts_at": row.starts_at, "previous_ends_at": row.ends_at }),
     )?;
     outbox::emit(
         conn,
         outbox::kind::SLOT_RELEASED,
-        row,
+        row.facts(),
         serde_json::json!({ "cause": "rescheduled", "version": updated.version }),
     )?;
-    reminders::sync(conn, &updated, kind.reminder_offsets().as_deref(), plan)?;
+    reminders::sync(conn, updated.reminded(), kind.reminder_offsets().as_deref(), plan)?;
     Ok(updated)
 }
 
@@ -457,20 +486,25 @@ pub fn change_status(
     let extra = serde_json::json!({ "previous_status": from.as_str() });
     match to {
         Status::Booked => {
-            outbox::emit(conn, outbox::kind::APPOINTMENT_BOOKED, &updated, extra)?;
+            outbox::emit(conn, outbox::kind::APPOINTMENT_BOOKED, updated.facts(), extra)?;
         }
         Status::Cancelled => {
-            outbox::emit(conn, outbox::kind::APPOINTMENT_CANCELLED, &updated, extra)?;
+            outbox::emit(conn, outbox::kind::APPOINTMENT_CANCELLED, updated.facts(), extra)?;
         }
         _ => {
-            outbox::emit(conn, outbox::kind::APPOINTMENT_STATUS_CHANGED, &updated, extra)?;
+            outbox::emit(
+                conn,
+                outbox::kind::APPOINTMENT_STATUS_CHANGED,
+                updated.facts(),
+                extra,
+            )?;
         }
     }
     if from.occupies_time() && !to.occupies_time() {
         outbox::emit(
             conn,
             outbox::kind::SLOT_RELEASED,
-            &updated,
+            updated.facts(),
             serde_json::json!({ "cause": to.as_str() }),
         )?;
     }
@@ -480,7 +514,7 @@ pub fn change_status(
             .and_then(|t| t.reminder_offsets()),
         _ => None,
     };
-    reminders::sync(conn, &updated, type_offsets.as_deref(), plan)?;
+    reminders::sync(conn, updated.reminded(), type_offsets.as_deref(), plan)?;
     Ok(updated)
 }
 
@@ -563,7 +597,7 @@ pub fn view(
     row: &AppointmentRow,
     tz: chrono_tz::Tz,
     detail: bool,
-    room: &crate::consult::admission::Window,
+    room: &crate::config::Window,
 ) -> Result<AppointmentView, CryptoError> {
     let open = |sealed: &Option<Vec<u8>>, ctx: FieldContext| -> Result<Option<String>, CryptoError> {
         match sealed {

@@ -22,3 +22,11 @@ pub mod provider_routes;
 pub mod providers;
 pub mod slots;
 pub mod status;
+
+/// The clock reading and default offsets for scheduling an appointment's reminders.
+pub fn reminder_plan(state: &crate::state::AppState) -> crate::reminders::schedule::Plan<'_> {
+    crate::reminders::schedule::Plan {
+        now: state.clock.now(),
+        default_offsets_minutes: &state.settings.reminders.offsets_minutes,
+    }
+}

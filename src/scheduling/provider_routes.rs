@@ -17,11 +17,12 @@ use super::appointments;
 use super::availability::{self, OverrideInput, WindowInput};
 use super::providers::{self, ProfileInput, TypeInput};
 use crate::audit::{self, Code, action, purpose};
-use crate::auth::{self, Caller, Role};
+use crate::context::RequestContext;
+use crate::context::{Caller, Role};
 use crate::error::Error;
 use crate::http::etag::{self, IfMatch};
 use crate::http::query::Query;
-use crate::http::{RequestContext, body, query, reply, request_context, with_state};
+use crate::http::{body, query, reply, request_context, with_state};
 use crate::outbox;
 use crate::state::AppState;
 
@@ -66,7 +67,7 @@ async fn may_manage(
         return Ok(());
     }
     audit::record_denial(
-        state,
+        &state.db,
         ctx,
         caller,
         Code::new("provider"),
@@ -114,7 +115,7 @@ struct NewProvider {
 pub(crate) fn create_provider(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers")
         .and(warp::post())
-        .and(auth::with_role(state, &[Role::Admin]))
+        .and(crate::access::with_role(state, &[Role::Admin]))
         .and(request_context())
         .and(body::json::<NewProvider>(state.settings.http.body_limit))
         .and(with_state(state))
@@ -191,7 +192,7 @@ fn merge<T: Serialize + serde::de::DeserializeOwned>(
 pub(crate) fn update_provider(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid)
         .and(warp::patch())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(etag::if_match())
         .and(body::json::<serde_json::Map<String, serde_json::Value>>(
@@ -272,7 +273,7 @@ pub(crate) fn list_types(state: &AppState) -> BoxedFilter<(Response,)> {
 pub(crate) fn create_type(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid / "appointment-types")
         .and(warp::post())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(body::json::<TypeInput>(state.settings.http.body_limit))
         .and(with_state(state))
@@ -317,7 +318,7 @@ pub(crate) fn create_type(state: &AppState) -> BoxedFilter<(Response,)> {
 pub(crate) fn update_type(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid / "appointment-types" / Uuid)
         .and(warp::patch())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(etag::if_match())
         .and(body::json::<serde_json::Map<String, serde_json::Value>>(
@@ -379,11 +380,11 @@ pub(crate) fn update_type(state: &AppState) -> BoxedFilter<(Response,)> {
 }
 
 /// GET /v1/providers/{id}/availability: weekly hours and overrides.
-#[utoipa::path(get, path = "/v1/providers/{id}/availability", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id")), responses((status = 200, description = "Weekly hours and overrides", body = crate::http::openapi::AvailabilityDoc), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/providers/{id}/availability", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id")), responses((status = 200, description = "Weekly hours and overrides", body = AvailabilityDoc), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
 pub(crate) fn get_availability(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid / "availability")
         .and(warp::get())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(with_state(state))
         .then(
@@ -421,7 +422,7 @@ struct WeeklyInput {
 pub(crate) fn put_weekly(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid / "availability" / "weekly")
         .and(warp::put())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(body::json::<WeeklyInput>(state.settings.http.body_limit))
         .and(with_state(state))
@@ -473,7 +474,7 @@ pub(crate) fn put_weekly(state: &AppState) -> BoxedFilter<(Response,)> {
 pub(crate) fn add_override(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid / "availability" / "overrides")
         .and(warp::post())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(body::json::<OverrideInput>(state.settings.http.body_limit))
         .and(with_state(state))
@@ -505,7 +506,7 @@ pub(crate) fn add_override(state: &AppState) -> BoxedFilter<(Response,)> {
 pub(crate) fn delete_override(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid / "availability" / "overrides" / Uuid)
         .and(warp::delete())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(with_state(state))
         .then(
@@ -543,7 +544,7 @@ pub(crate) fn delete_override(state: &AppState) -> BoxedFilter<(Response,)> {
 
 /// GET /v1/providers/{id}/slots?type=&from=&to=: free slots for an appointment type, as
 /// UTC instants with the provider's local time; at most 62 days at once.
-#[utoipa::path(get, path = "/v1/providers/{id}/slots", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id"), ("type" = uuid::Uuid, Query, description = "Appointment type"), ("from" = Option<String>, Query, description = "RFC 3339; default now"), ("to" = Option<String>, Query, description = "RFC 3339; default from + 7 days; at most 62 days after from")), responses((status = 200, description = "Free slots", body = crate::http::openapi::SlotsDoc), (status = 400, description = "Malformed request", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)))]
+#[utoipa::path(get, path = "/v1/providers/{id}/slots", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id"), ("type" = uuid::Uuid, Query, description = "Appointment type"), ("from" = Option<String>, Query, description = "RFC 3339; default now"), ("to" = Option<String>, Query, description = "RFC 3339; default from + 7 days; at most 62 days after from")), responses((status = 200, description = "Free slots", body = SlotsDoc), (status = 400, description = "Malformed request", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)))]
 pub(crate) fn slots(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid / "slots")
         .and(warp::get())
@@ -595,4 +596,22 @@ async fn slots_handler(id: Uuid, raw: &str, state: AppState) -> Result<Response,
         http::HeaderValue::from_static("no-store"),
     );
     Ok(res)
+}
+
+/// Free slots of one appointment type.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SlotsDoc {
+    pub provider_id: uuid::Uuid,
+    pub type_id: uuid::Uuid,
+    pub time_zone: String,
+    pub duration_minutes: i32,
+    pub slots: Vec<crate::scheduling::slots::Slot>,
+}
+
+/// A provider's hours.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AvailabilityDoc {
+    pub time_zone: String,
+    pub weekly: Vec<crate::scheduling::availability::WindowInput>,
+    pub overrides: Vec<crate::scheduling::availability::OverrideView>,
 }

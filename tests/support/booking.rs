@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::{TestApp, User};
-use carewire::auth::Role;
+use carewire::context::Role;
 
 /// A provider with a profile, weekly hours and one appointment type, and an admin.
 pub struct Clinic {

@@ -9,14 +9,15 @@
 
 pub mod booking;
 pub mod database;
+pub mod modules;
 pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Once;
 
-use carewire::auth::Role;
 use carewire::config::Settings;
+use carewire::context::Role;
 use carewire::startup::{Application, BuildOptions};
 use carewire::state::AppState;
 use reqwest::{Method, StatusCode};
@@ -177,6 +178,7 @@ impl TestAppBuilder {
         .expect("the server builds");
         let addr = app.local_addr();
         let state = app.state().clone();
+        let hub = app.hub().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async {
             let _ = rx.await;
@@ -190,6 +192,7 @@ impl TestAppBuilder {
                 .expect("an HTTP client"),
             db,
             state,
+            hub,
             shutdown: Some(tx),
             server: Some(server),
             _data_dir: data_dir,
@@ -203,6 +206,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db: TestDatabase,
     pub state: AppState,
+    /// The server's WebSocket connections.
+    pub hub: std::sync::Arc<carewire::realtime::hub::Hub>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     _data_dir: tempfile::TempDir,

@@ -11,8 +11,8 @@ use diesel::Connection;
 use diesel::pg::PgConnection;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::view::EventView;
-use super::{Actor, AuditEvent, Code, DetailValue, action, purpose, resource};
+use crate::audit::view::EventView;
+use crate::audit::{Actor, AuditEvent, Code, DetailValue, action, purpose, resource};
 use crate::config::Settings;
 
 #[derive(Debug, Subcommand)]
@@ -88,7 +88,7 @@ pub fn verify(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<Verdict>
         .checkpoints
         .clone()
         .unwrap_or_else(|| settings.audit.checkpoint_file.clone());
-    let external = super::verification::read_checkpoint_file(&file)?;
+    let external = crate::audit::verification::read_checkpoint_file(&file)?;
     let mut conn = connect(settings)?;
 
     let bar = if std::io::stderr().is_terminal() {
@@ -103,7 +103,7 @@ pub fn verify(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<Verdict>
     } else {
         ProgressBar::hidden()
     };
-    let outcome = super::verification::verify_database(
+    let outcome = crate::audit::verification::verify_database(
         &mut conn,
         &keys,
         external.clone(),

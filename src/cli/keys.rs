@@ -10,8 +10,8 @@ use diesel::pg::PgConnection;
 use indicatif::{ProgressBar, ProgressStyle};
 use zeroize::Zeroizing;
 
-use super::{Kek, rotation};
 use crate::config::Settings;
+use crate::crypto::{Kek, rotation};
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -104,7 +104,7 @@ pub fn run(settings: &Settings, command: &KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Rotate => {
-            let crypto = crate::cli::open_crypto(settings, kek)?;
+            let crypto = super::open_crypto(settings, kek)?;
             let version = rotation::rotate(&crypto, &mut conn)?;
             record(&mut conn, "rotate", &[("version", i64::from(version))])?;
             println!(
@@ -113,7 +113,7 @@ pub fn run(settings: &Settings, command: &KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Rewrap { batch } => {
             anyhow::ensure!((1..=100_000).contains(batch), "--batch must be from 1 to 100000");
-            let crypto = crate::cli::open_crypto(settings, kek)?;
+            let crypto = super::open_crypto(settings, kek)?;
             let total = rotation::rows_to_scan(&mut conn)?;
             let bar = if std::io::stderr().is_terminal() {
                 let bar = ProgressBar::new(total);

@@ -1,5 +1,7 @@
-//! Reading the audit log over HTTP: the admin search and a patient's access log.
-//! Reading either is itself audited.
+//! Reading the audit log over HTTP: the admin search and a patient's access log (who
+//! saw my record). Reading either is itself audited. The log itself, and its views,
+//! are [`crate::audit`]'s; the routes live here, above the access layer, because
+//! the access layer records its refusals in the audit log.
 
 use carewire_audit::store::{self, Search};
 use http::StatusCode;
@@ -8,12 +10,13 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-use super::view::EventView;
-use super::{action, purpose, resource};
-use crate::auth::{self, Caller, Role};
+use crate::audit::view::EventView;
+use crate::audit::{self, action, purpose, resource};
+use crate::context::RequestContext;
+use crate::context::{Caller, Role};
 use crate::error::Error;
 use crate::http::query::{self, Query};
-use crate::http::{RequestContext, reply, request_context, with_state};
+use crate::http::{reply, request_context, with_state};
 use crate::state::AppState;
 
 pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
@@ -24,11 +27,11 @@ const SEARCH_PARAMS: &[&str] = &["patient", "actor", "action", "since", "until",
 
 /// GET /v1/admin/audit?patient=&actor=&action=&since=&until=&cursor=&limit=: audit
 /// events, newest first, 50 a page by default (at most 500).
-#[utoipa::path(get, path = "/v1/admin/audit", tag = "audit", params(("patient" = Option<uuid::Uuid>, Query), ("actor" = Option<uuid::Uuid>, Query), ("action" = Option<String>, Query), ("since" = Option<String>, Query, description = "RFC 3339"), ("until" = Option<String>, Query, description = "RFC 3339"), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1 to 500, default 50")), responses((status = 200, description = "Audit events, newest first", body = crate::http::openapi::Page<super::view::EventView>), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "audit", params(("patient" = Option<uuid::Uuid>, Query), ("actor" = Option<uuid::Uuid>, Query), ("action" = Option<String>, Query), ("since" = Option<String>, Query, description = "RFC 3339"), ("until" = Option<String>, Query, description = "RFC 3339"), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1 to 500, default 50")), responses((status = 200, description = "Audit events, newest first", body = crate::http::openapi::Page<crate::audit::view::EventView>), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
 pub(crate) fn admin_search(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "admin" / "audit")
         .and(warp::get())
-        .and(auth::with_role(state, &[Role::Admin]))
+        .and(crate::access::with_role(state, &[Role::Admin]))
         .and(request_context())
         .and(query::raw())
         .and(with_state(state))
@@ -64,9 +67,9 @@ async fn admin_search_handler(
             use diesel::Connection;
             conn.transaction(|conn| {
                 let rows = store::search(conn, &search)?;
-                let mut event = super::event(
+                let mut event = audit::event(
                     &ctx,
-                    super::actor(&admin),
+                    audit::actor(&admin),
                     action::READ,
                     resource::AUDIT_LOG,
                     purpose::SYSTEM_ADMINISTRATION,
@@ -78,7 +81,7 @@ async fn admin_search_handler(
                 if let Some(patient) = search.patient_id {
                     event = event.patient(patient);
                 }
-                super::record(conn, &event)?;
+                audit::record(conn, &event)?;
                 Ok::<_, Error>(rows)
             })
         })
@@ -116,7 +119,7 @@ struct AccessView {
 pub(crate) fn me_access_log(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "me" / "access-log")
         .and(warp::get())
-        .and(auth::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(query::raw())
         .and(with_state(state))
@@ -141,8 +144,7 @@ async fn access_log_handler(
         .with_db(move |conn, _| {
             use diesel::prelude::*;
             conn.transaction(|conn| {
-                let Some(patient_id) = crate::records::patients::id_for_account(conn, caller.account_id)?
-                else {
+                let Some(patient_id) = crate::accounts::patient_id(conn, caller.account_id)? else {
                     return Ok::<_, Error>((Vec::new(), Vec::new()));
                 };
                 let rows = store::search(
@@ -159,15 +161,15 @@ async fn access_log_handler(
                     .filter(crate::schema::accounts::id.eq_any(actors))
                     .select((crate::schema::accounts::id, crate::schema::accounts::display_name))
                     .load(conn)?;
-                let event = super::event(
+                let event = audit::event(
                     &ctx,
-                    super::actor(&caller),
+                    audit::actor(&caller),
                     action::READ,
                     resource::AUDIT_LOG,
                     purpose::PATIENT_REQUEST,
                 )
                 .patient(patient_id);
-                super::record(conn, &event)?;
+                audit::record(conn, &event)?;
                 Ok((rows, names))
             })
         })

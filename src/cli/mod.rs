@@ -1,4 +1,8 @@
-//! The command line: `serve`, `migrate` and `user create`.
+//! The command line: `serve`, `migrate`, `user create`, and the operators' commands
+//! in [`keys`] (`carewire keys ...`) and [`audit`] (`carewire audit verify|export`).
+
+pub mod audit;
+pub mod keys;
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -11,8 +15,9 @@ use diesel::pg::PgConnection;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::accounts::{self, Email};
-use crate::auth::{Role, password};
+use crate::auth::password;
 use crate::config::{DatabaseUrl, Settings};
+use crate::context::Role;
 use crate::crypto::{Crypto, Kek};
 use crate::db::embedded::{ClusterOptions, EmbeddedCluster};
 use crate::startup::{Application, BuildOptions};
@@ -52,11 +57,11 @@ pub enum Command {
     User(UserCommand),
     /// Verify or export the audit log.
     #[command(subcommand)]
-    Audit(crate::audit::cli::AuditCommand),
+    Audit(audit::AuditCommand),
     /// Manage the keys that encrypt patient data: status, rotate, rewrap, retire,
     /// rotate-kek.
     #[command(subcommand)]
-    Keys(crate::crypto::commands::KeysCommand),
+    Keys(keys::KeysCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,7 +99,7 @@ impl From<CliRole> for Role {
 
 /// Runs a command to completion; the exit code says how it ended.
 pub async fn run(command: Command, mut settings: Settings) -> anyhow::Result<ExitCode> {
-    use crate::audit::cli::{AuditCommand, Verdict};
+    use audit::{AuditCommand, Verdict};
     if let Command::Serve { demo: true } = command {
         settings.demo = true;
         // Refuse before starting an embedded cluster for nothing.
@@ -110,20 +115,18 @@ pub async fn run(command: Command, mut settings: Settings) -> anyhow::Result<Exi
                 .map(|()| ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::Verify(args)) => {
-            tokio::task::spawn_blocking(move || crate::audit::cli::verify(&settings, &args))
+            tokio::task::spawn_blocking(move || audit::verify(&settings, &args))
                 .await?
                 .map(|verdict| match verdict {
                     Verdict::Intact => ExitCode::SUCCESS,
                     Verdict::Tampered => ExitCode::from(1),
                 })
         }
-        Command::Keys(keys) => {
-            tokio::task::spawn_blocking(move || crate::crypto::commands::run(&settings, &keys))
-                .await?
-                .map(|()| ExitCode::SUCCESS)
-        }
+        Command::Keys(keys) => tokio::task::spawn_blocking(move || keys::run(&settings, &keys))
+            .await?
+            .map(|()| ExitCode::SUCCESS),
         Command::Audit(AuditCommand::Export(args)) => {
-            tokio::task::spawn_blocking(move || crate::audit::cli::export(&settings, &args))
+            tokio::task::spawn_blocking(move || audit::export(&settings, &args))
                 .await?
                 .map(|()| ExitCode::SUCCESS)
         }

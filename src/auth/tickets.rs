@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::auth::{Caller, Role};
+use crate::context::{Caller, Role};
 use crate::schema::ws_tickets;
 
 fn hash(ticket: &str) -> Vec<u8> {

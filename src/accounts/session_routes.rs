@@ -1,4 +1,5 @@
-//! Authentication routes: register, login, refresh, logout.
+//! Signing in and out of an account: `POST /v1/auth/register|login|refresh|logout`.
+//! The tokens, sessions and password hashing they use are [`crate::auth`]'s.
 
 use diesel::Connection;
 use http::StatusCode;
@@ -10,12 +11,14 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-use super::sessions::{self, Refreshed, RevokeReason};
-use super::{Caller, Role, password};
 use crate::accounts::{self, Email};
 use crate::audit::{self, Code, DetailValue};
+use crate::auth::password;
+use crate::auth::sessions::{self, Refreshed, RevokeReason};
+use crate::context::RequestContext;
+use crate::context::{Caller, Role};
 use crate::error::Error;
-use crate::http::{RequestContext, body, reply, request_context, with_state};
+use crate::http::{body, reply, request_context, with_state};
 use crate::state::AppState;
 
 pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
@@ -323,7 +326,7 @@ async fn refresh_handler(
 pub(crate) fn logout(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "auth" / "logout")
         .and(warp::post())
-        .and(super::caller(state))
+        .and(crate::access::caller(state))
         .and(request_context())
         .and(with_state(state))
         .then(

@@ -1,0 +1,65 @@
+//! Access at the edge: the warp filters that yield the authenticated caller and
+//! enforce roles. Every protected route states its rule in one line:
+//!
+//! ```ignore
+//! warp::path!("v1" / "me").and(warp::get()).and(access::caller(&state))            // anyone signed in
+//! warp::path!("v1" / "admin" / "users").and(warp::post()).and(access::with_role(&state, &[Role::Admin]))
+//! ```
+//!
+//! [`caller`] checks the bearer token (signature, claims) and that its session is
+//! still live ([`crate::auth::AuthService::authenticate`]).
+
+use warp::{Filter, Rejection};
+
+use crate::context::{Caller, RequestContext, Role};
+use crate::error::Error;
+use crate::state::AppState;
+
+/// Yields the authenticated caller, or rejects with 401.
+pub fn caller(state: &AppState) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone + use<> {
+    let state = state.clone();
+    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
+        let state = state.clone();
+        async move {
+            authenticate(&state, header.as_deref())
+                .await
+                .map_err(warp::reject::custom)
+        }
+    })
+}
+
+/// Yields the caller if their role is one of `roles`; 401 without credentials, 403
+/// with the wrong role (audited as `access_denied`).
+pub fn with_role(
+    state: &AppState,
+    roles: &'static [Role],
+) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone + use<> {
+    let audit_state = state.clone();
+    caller(state)
+        .and(crate::http::request_context())
+        .and_then(move |caller: Caller, ctx: RequestContext| {
+            let state = audit_state.clone();
+            async move {
+                if roles.contains(&caller.role) {
+                    return Ok(caller);
+                }
+                tracing::info!(account.id = %caller.account_id, role = %caller.role, "forbidden by role");
+                crate::audit::record_denial(
+                    &state.db,
+                    &ctx,
+                    &caller,
+                    crate::audit::resource::ROUTE,
+                    None,
+                    crate::audit::Code::new("role_not_allowed"),
+                )
+                .await
+                .map_err(warp::reject::custom)?;
+                Err(warp::reject::custom(Error::Forbidden))
+            }
+        })
+}
+
+async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Caller, Error> {
+    let token = crate::auth::bearer_token(header)?;
+    state.auth.authenticate(&state.db, token).await
+}
