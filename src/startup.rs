@@ -139,7 +139,10 @@ impl Application {
             seal_interval: settings.audit.seal_interval,
             checkpoint_interval: settings.audit.checkpoint_interval,
         };
-        let edge = Arc::new(EdgeConfig::from_settings(&settings.http));
+        let edge = Arc::new(EdgeConfig::from_settings(
+            &settings.http,
+            crate::api::openapi::route_table(),
+        ));
         let hub = Arc::new(crate::realtime::hub::Hub::new(settings.realtime.queue));
         // Each running server is one instance, with an id of its own.
         let (relay, relay_queue) = crate::consult::relay::Relay::new(uuid::Uuid::new_v4());

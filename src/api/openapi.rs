@@ -7,6 +7,8 @@ use http::StatusCode;
 use serde_json::{Map, Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+
+use crate::http::routes::{RouteDef, RouteTable};
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
@@ -184,6 +186,31 @@ fn merge_flattened(schemas: &mut Map<String, Value>) {
         }
         *schema = merged;
     }
+}
+
+/// Every operation the document lists, as the edge's route table.
+pub fn route_table() -> RouteTable {
+    let doc = ApiDoc::openapi();
+    let mut routes = Vec::new();
+    for (path, item) in &doc.paths.paths {
+        let Ok(Value::Object(operations)) = serde_json::to_value(item) else {
+            continue;
+        };
+        for method in operations.keys() {
+            if http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).is_ok()
+                && !matches!(
+                    method.as_str(),
+                    "summary" | "description" | "servers" | "parameters"
+                )
+            {
+                routes.push(RouteDef {
+                    method: method.to_ascii_uppercase(),
+                    path: path.as_str().into(),
+                });
+            }
+        }
+    }
+    RouteTable::new(routes)
 }
 
 /// GET /openapi.json: this API, as OpenAPI 3.1.

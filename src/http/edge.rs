@@ -24,7 +24,8 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
 use super::connection::{Connection, TimedBody, Timeouts};
-use super::{metrics, reply, routes, tokens, web};
+use super::routes::RouteTable;
+use super::{metrics, reply, tokens, web};
 use crate::config::HttpSettings;
 use crate::error::Error;
 
@@ -98,6 +99,8 @@ pub struct ClientIp(pub IpAddr);
 /// What the edge needs from the settings.
 #[derive(Debug)]
 pub struct EdgeConfig {
+    /// Every route, for labels and a 405's `Allow`.
+    pub routes: RouteTable,
     pub body_limit: usize,
     pub cors_origins: HashSet<String>,
     pub hsts_max_age: Option<u64>,
@@ -111,8 +114,9 @@ pub struct EdgeConfig {
 }
 
 impl EdgeConfig {
-    pub fn from_settings(http: &HttpSettings) -> EdgeConfig {
+    pub fn from_settings(http: &HttpSettings, routes: RouteTable) -> EdgeConfig {
         EdgeConfig {
+            routes,
             body_limit: http.body_limit,
             cors_origins: http.cors_origins.iter().cloned().collect(),
             hsts_max_age: http.hsts_max_age,
@@ -188,13 +192,14 @@ impl hyper::service::Service<Request<Incoming>> for Edge {
         };
         // Static files of the browser client share one label: never the raw path,
         // which would make the label set unbounded.
-        let route = routes::template_for(&method, &path)
-            .or_else(|| (self.config.web_client && web::serves(&method, &path)).then_some(web::ROUTE_LABEL));
+        let route = self.config.routes.template_for(&method, &path).or_else(|| {
+            (self.config.web_client && web::serves(&method, &path)).then(|| Arc::from(web::ROUTE_LABEL))
+        });
         let span = tracing::info_span!(
             "request",
             request_id = %request_id,
             method = %method,
-            route = route.unwrap_or("unmatched"),
+            route = route.as_deref().unwrap_or("unmatched"),
             status = tracing::field::Empty,
             latency_ms = tracing::field::Empty,
         );
@@ -258,7 +263,7 @@ impl hyper::service::Service<Request<Incoming>> for Edge {
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             if res.status() == StatusCode::METHOD_NOT_ALLOWED {
-                let allow = routes::allowed_methods(&path).join(", ");
+                let allow = config.routes.allowed_methods(&path).join(", ");
                 if let Ok(value) = HeaderValue::from_str(&allow) {
                     res.headers_mut().insert(header::ALLOW, value);
                 }
@@ -279,7 +284,12 @@ impl hyper::service::Service<Request<Incoming>> for Edge {
             let span = tracing::Span::current();
             span.record("status", status);
             span.record("latency_ms", elapsed.as_secs_f64() * 1000.0);
-            metrics::record_request(method.as_str(), route.unwrap_or("unmatched"), status, elapsed);
+            metrics::record_request(
+                method.as_str(),
+                route.as_deref().unwrap_or("unmatched"),
+                status,
+                elapsed,
+            );
             if status >= 500 {
                 tracing::warn!(status, "request finished");
             } else {

@@ -34,12 +34,13 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 /// Counts one finished request and its latency.
-pub fn record_request(method: &str, route: &'static str, status: u16, elapsed: Duration) {
+pub fn record_request(method: &str, route: &str, status: u16, elapsed: Duration) {
     let method = method.to_owned();
+    let route = route.to_owned();
     metrics::counter!(
         "http_requests_total",
         "method" => method.clone(),
-        "route" => route,
+        "route" => route.clone(),
         "status" => status.to_string(),
     )
     .increment(1);

@@ -9,7 +9,8 @@
 //!   the body: so an unknown path is a 404, a known path with the wrong method a 405,
 //!   and only a matched route ever asks for credentials;
 //! - handlers return `Result<Response, Error>` and are turned into responses with
-//!   [`reply::respond`]; every route is listed in [`routes::ROUTES`].
+//!   [`reply::respond`]; every route is documented (utoipa), which is how the edge
+//!   knows it ([`routes::RouteTable`]).
 
 pub mod body;
 pub mod connection;
