@@ -1,7 +1,7 @@
 //! The API as a whole: the route tree of every feature behind one edge, and the
 //! OpenAPI document generated from the routes' annotations ([`openapi`]).
 //!
-//! This is the top of the dependency graph next to [`crate::startup`]: it names every
+//! This is the top of the dependency graph, just under start-up: it names every
 //! feature module, and none of them names it.
 
 pub mod openapi;

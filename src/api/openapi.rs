@@ -196,18 +196,15 @@ pub fn route_table() -> RouteTable {
         let Ok(Value::Object(operations)) = serde_json::to_value(item) else {
             continue;
         };
-        for method in operations.keys() {
-            if http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).is_ok()
-                && !matches!(
-                    method.as_str(),
-                    "summary" | "description" | "servers" | "parameters"
-                )
-            {
-                routes.push(RouteDef {
-                    method: method.to_ascii_uppercase(),
-                    path: path.as_str().into(),
-                });
-            }
+        // A path item's other keys (summary, parameters, ...) are not operations.
+        const METHODS: [&str; 8] = [
+            "get", "put", "post", "delete", "options", "head", "patch", "trace",
+        ];
+        for method in operations.keys().filter(|k| METHODS.contains(&k.as_str())) {
+            routes.push(RouteDef {
+                method: method.to_ascii_uppercase(),
+                path: path.as_str().into(),
+            });
         }
     }
     RouteTable::new(routes)

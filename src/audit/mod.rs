@@ -1,7 +1,7 @@
 //! The server's side of the audit log: recording events in the caller's transaction,
 //! the sealer that chains them and signs checkpoints, verification over the database,
 //! and the view of an event that the admin and patient routes
-//! ([`crate::records::audit_routes`]) and `carewire audit export` ([`crate::cli::audit`])
+//! (in `records::audit_routes`) and `carewire audit export` (in `cli::audit`)
 //! show.
 //!
 //! The model, encoding, chain and verification rules live in `carewire-audit`; this

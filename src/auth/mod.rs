@@ -1,7 +1,7 @@
 //! Authentication: passwords, access and refresh tokens, sessions and their liveness,
 //! login throttling and WebSocket tickets. Who a token stands for is decided here
 //! ([`AuthService::authenticate`]); the warp filters that ask it for every request, and
-//! the role rules, are in [`crate::access`].
+//! the role rules, are in the `access` module above this one.
 //!
 //! A session's liveness is cached per instance for `CAREWIRE_SESSION_CHECK_TTL_MS`
 //! (default 1 s): a revocation on this instance takes effect at once, on other

@@ -1,7 +1,7 @@
 //! The HTTP edge: mapping rejections to problems ([`recover`]), serving connections,
 //! and what every route module uses (body and query parsing, replies, ETags, the
 //! WebSocket handshake, and in [`web`] the embedded browser client). The route tree
-//! itself is assembled above the features, in [`crate::api`].
+//! itself is assembled above the features, in the `api` module.
 //!
 //! Conventions every route module follows:
 //! - a route is a function returning a filter, documented with its method and path;

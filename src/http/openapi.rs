@@ -1,6 +1,6 @@
 //! The shapes every route's OpenAPI annotation names: problem documents, lists and
 //! pages. The document itself is assembled above the features, in
-//! [`crate::api::openapi`].
+//! `api::openapi`.
 
 use serde::Serialize;
 use utoipa::ToSchema;

@@ -17,7 +17,7 @@ pub struct RouteDef {
 }
 
 /// Every route the server answers, as the OpenAPI document lists them
-/// ([`crate::api::openapi::route_table`]): nothing to keep in step by hand.
+/// (`api::openapi::route_table`, at start-up): nothing to keep in step by hand.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<RouteDef>,

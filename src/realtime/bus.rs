@@ -10,7 +10,7 @@
 //!
 //! The same connection listens on `carewire_consult`, whose payload names the instance
 //! that has consultation frames waiting in `consult_relay` (see
-//! [`crate::consult::relay`]); the bus wakes this instance's relay reader.
+//! `consult::relay`); the bus wakes this instance's relay reader.
 //!
 //! The bus is a trait so that a broker (NATS, Redis) can take PostgreSQL's place when
 //! NOTIFY fan-out becomes the limit.

@@ -1,5 +1,6 @@
 //! The server crate's module graph, read from its source: which top-level module of
-//! `src/` names which (`crate::<module>` outside comments), and the cycles among them.
+//! `src/` names which (every `crate::<module>`, doc links included: a lower module's
+//! docs do not point up either), and the cycles among them.
 //! `tests/platform.rs` checks the rule of `src/lib.rs` ("dependencies point down")
 //! with it; run `cargo test --test platform module_graph -- --nocapture` to see the
 //! picture.
@@ -51,13 +52,12 @@ fn collect(path: &Path, files: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// The first segment after each `crate::` outside comments, including each item of
+/// The first segment after each `crate::`, including each item of
 /// `use crate::{a::X, b}` groups.
 fn names(text: &str) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     for line in text.lines() {
-        let code = line.split("//").next().unwrap_or("");
-        let mut rest = code;
+        let mut rest = line;
         while let Some(at) = rest.find("crate::") {
             rest = &rest[at + "crate::".len()..];
             if let Some(group) = rest.strip_prefix('{') {
