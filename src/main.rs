@@ -16,12 +16,9 @@ use carewire::config::Settings;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // OpenSSL (inside libpq) registers an exit handler that frees its state unless told
-    // not to at its first initialization. A start-up that fails exits while the pool's
-    // threads may still be inside libpq's connect, and that handler then pulls OpenSSL
-    // out from under them (SIGSEGV instead of exit status 1). Initialize it first,
-    // without the handler: the process's memory goes with the process anyway.
-    openssl_sys::init();
+    // Before anything can connect: see `init_libpq` (a start-up that fails exits
+    // while the pool's threads may still be inside libpq's connect).
+    carewire::db::init_libpq();
     let cli = Cli::parse();
     let settings = match Settings::from_env(cli.config.as_deref()) {
         Ok(settings) => settings,

@@ -130,6 +130,7 @@ enum Scenario {
 }
 
 fn main() -> anyhow::Result<()> {
+    carewire::db::init_libpq();
     match Cli::parse().scenario {
         Scenario::ColdStart { runs } => cold_start::run(runs),
         Scenario::Audit { seconds, writers } => audit::run(Duration::from_secs(seconds), writers),

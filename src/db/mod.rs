@@ -59,6 +59,18 @@ pub fn with_connect_timeout(url: &str, seconds: u32) -> String {
     }
 }
 
+/// Initializes OpenSSL (inside libpq) without its exit handler; call before the first
+/// connection. By default OpenSSL frees its global state from an `atexit` handler, and
+/// a process that exits while another thread is still inside libpq (a pool thread
+/// connecting or closing a TLS connection, a test binary's last server winding down)
+/// then crashes in that thread ("double free or corruption", SIGSEGV) instead of
+/// exiting with its status. Only the first initialization decides, so every entry
+/// point calls this first; `Db::connect` calls it too. The process's memory goes
+/// with the process anyway.
+pub fn init_libpq() {
+    openssl_sys::init();
+}
+
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Db").field("state", &self.pool.state()).finish()
@@ -69,6 +81,7 @@ impl Db {
     /// Builds the pool without waiting for the database: the server starts and
     /// answers 503 until PostgreSQL is reachable, then recovers by itself.
     pub fn connect(url: &DatabaseUrl, settings: &DatabaseSettings) -> Db {
+        init_libpq();
         let breaker = breaker::Breaker::new(url.expose());
         // A host that accepts TCP but never answers must not hold a pool thread.
         let manager = pool::Manager::new(with_connect_timeout(url.expose(), 5), breaker.clone());

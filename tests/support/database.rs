@@ -50,6 +50,9 @@ pub fn with_param(url: &str, key: &str, value: &str) -> String {
 }
 
 fn init() -> anyhow::Result<Backend> {
+    // Before the first connection: a test binary exits while its last servers' pool
+    // threads may still be closing TLS connections.
+    carewire::db::init_libpq();
     let pid = std::process::id();
     let (base_url, cluster) = match std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
         Some(url) => (url, None),
