@@ -11,6 +11,7 @@
 
 use warp::{Filter, Rejection};
 
+use crate::audit::{Code, Denial};
 use crate::context::{Caller, RequestContext, Role};
 use crate::error::Error;
 use crate::state::AppState;
@@ -44,17 +45,10 @@ pub fn with_role(
                     return Ok(caller);
                 }
                 tracing::info!(account.id = %caller.account_id, role = %caller.role, "forbidden by role");
-                crate::audit::record_denial(
-                    &state.db,
-                    &ctx,
-                    &caller,
-                    crate::audit::resource::ROUTE,
-                    None,
-                    crate::audit::Code::new("role_not_allowed"),
-                )
-                .await
-                .map_err(warp::reject::custom)?;
-                Err(warp::reject::custom(Error::Forbidden))
+                let denial = Denial::forbidden(crate::audit::resource::ROUTE, Code::new("role_not_allowed"));
+                Err(warp::reject::custom(
+                    denial.refuse(&state.db, &ctx, &caller).await,
+                ))
             }
         })
 }

@@ -1,8 +1,11 @@
 //! Time as the scheduled work sees it: the system clock in production, a clock tests
 //! can set and move, so that a reminder due tomorrow is tested today.
 //!
-//! Only work that waits for a moment in time (reminders, webhook retries) reads this
-//! clock; requests use the system clock and PostgreSQL's `now()`.
+//! Every rule that depends on the time reads this clock: timed work (reminders,
+//! webhook retries) and the rules of requests (free slots, a booking's notice, lapsed
+//! holds, check-in and no-show timing, the cancellation cutoff, care relationships).
+//! Database-side timestamps (`created_at`, `updated_at`, session and grant expiry)
+//! stay PostgreSQL's `now()`.
 
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};

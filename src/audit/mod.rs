@@ -6,7 +6,8 @@
 //!
 //! The model, encoding, chain and verification rules live in `carewire-audit`; this
 //! module only wires them to the caller's transaction and the pool. It sits below
-//! every feature and below the access layer (which records refusals here), so it
+//! every feature and below the access layer (every refusal is recorded through
+//! [`Denial`]), so it
 //! names callers through [`crate::context`] and reaches the database through
 //! [`crate::db::Db`].
 //!
@@ -14,6 +15,7 @@
 //! are written in one transaction with [`record`]. If the audit write fails, the
 //! transaction rolls back and the request fails: nothing happens unrecorded.
 
+pub mod denial;
 pub mod sealer;
 pub mod verification;
 pub mod view;
@@ -21,6 +23,7 @@ pub mod view;
 use diesel::pg::PgConnection;
 
 pub use carewire_audit::event::{Actor, AuditEvent, Code, DetailValue, action, purpose, resource};
+pub use denial::Denial;
 
 use crate::context::RequestContext;
 use crate::context::{Caller, Role};
@@ -60,28 +63,6 @@ pub fn role_code(role: Role) -> Code {
         Role::Provider => Code::new("provider"),
         Role::Admin => Code::new("admin"),
     }
-}
-
-/// Records that `caller` was refused, in a transaction of its own (nothing else
-/// happened to record it with). The refusal stands only once it is recorded.
-pub async fn record_denial(
-    db: &crate::db::Db,
-    ctx: &RequestContext,
-    caller: &Caller,
-    resource_type: Code,
-    resource_id: Option<uuid::Uuid>,
-    reason: Code,
-) -> Result<(), Error> {
-    let mut event = event(
-        ctx,
-        actor(caller),
-        action::ACCESS_DENIED,
-        resource_type,
-        purpose::SYSTEM_ADMINISTRATION,
-    )
-    .failed(reason);
-    event.resource_id = resource_id;
-    db.run(move |conn| record(conn, &event)).await
 }
 
 /// Records `event` in the caller's transaction. An error here must fail the

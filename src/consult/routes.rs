@@ -199,16 +199,12 @@ async fn deny(
         tracing::info!(%appointment, reason = refusal.audit_reason, "guest refused at the consultation door");
         return;
     };
-    if let Err(e) = audit::record_denial(
-        &state.db,
-        ctx,
-        caller,
+    let denial = audit::Denial::forbidden(
         crate::audit::resource::APPOINTMENT,
-        Some(appointment),
         Code::new(refusal.audit_reason),
     )
-    .await
-    {
+    .resource(appointment);
+    if let Err(e) = denial.record(&state.db, ctx, caller).await {
         tracing::warn!(error = %e, "recording a refused consultation entry failed");
     }
 }

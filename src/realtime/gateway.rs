@@ -267,16 +267,8 @@ async fn deny(state: &RealtimeState, ctx: &RequestContext, identity: &Identity, 
         role: identity.role,
         session_id: identity.session_id,
     };
-    if let Err(e) = audit::record_denial(
-        &state.db,
-        ctx,
-        &caller,
-        Code::new("realtime_topic"),
-        None,
-        Code::new(why),
-    )
-    .await
-    {
+    let denial = audit::Denial::forbidden(Code::new("realtime_topic"), Code::new(why));
+    if let Err(e) = denial.record(&state.db, ctx, &caller).await {
         tracing::warn!(error = %e, "recording a refused subscription failed");
     }
 }

@@ -10,11 +10,12 @@
 //! window before or after now, or having registered the patient within that window.
 //! A patient asking about anyone else's record is told it does not exist (404); a
 //! provider without a relationship is refused (403, `no_care_relationship`), which
-//! tells them break-glass is the way in. Every refusal is audited by the caller.
+//! tells them break-glass is the way in. The decision is pure ([`decide`] over a
+//! loaded [`Relationship`]); every refusal is audited by the caller.
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use uuid::Uuid;
@@ -45,89 +46,177 @@ pub struct Grant {
 
 /// Access refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Denial {
+pub enum Refusal {
     /// Answer as if the record did not exist.
     Hidden { reason: Code },
     /// Answer 403 with this reason.
     Refused { reason: Code },
 }
 
-impl Denial {
-    pub fn reason(&self) -> &Code {
-        match self {
-            Denial::Hidden { reason } | Denial::Refused { reason } => reason,
-        }
-    }
+/// How the caller stands to the patient: the facts the decision needs, loaded by
+/// [`relationship`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Relationship {
+    /// The record is the caller's own.
+    pub own_record: bool,
+    /// The caller is a provider with a care relationship with the patient now.
+    pub care: bool,
+    /// The caller's live break-glass grant for this patient (looked up only without a
+    /// care relationship).
+    pub break_glass: Option<Uuid>,
 }
 
-/// The one decision.
-pub fn decide(
+/// Loads what [`decide`] needs to know about `caller` and `patient` at `now`. Only a
+/// provider's standing needs the database.
+pub fn relationship(
     conn: &mut PgConnection,
     caller: &Caller,
     patient: &PatientRow,
-    operation: Operation,
     window: Duration,
-) -> QueryResult<Result<Grant, Denial>> {
-    Ok(match caller.role {
-        Role::Patient => {
-            if patient.account_id != Some(caller.account_id) {
-                Err(Denial::Hidden {
-                    reason: Code::new("not_own_record"),
-                })
-            } else if operation == Operation::WriteNotes {
-                Err(Denial::Refused {
-                    reason: Code::new("patients_do_not_write_notes"),
-                })
-            } else {
-                Ok(Grant {
-                    purpose: purpose::PATIENT_REQUEST,
-                    break_glass: None,
-                    own_record: true,
-                })
-            }
+    now: DateTime<Utc>,
+) -> QueryResult<Relationship> {
+    let mut facts = Relationship {
+        own_record: patient.account_id == Some(caller.account_id),
+        ..Relationship::default()
+    };
+    if caller.role == Role::Provider {
+        facts.care = care_relationship(conn, caller.account_id, patient, window, now)?;
+        if !facts.care {
+            facts.break_glass = break_glass::live_grant(conn, caller.account_id, patient.id)?;
         }
+    }
+    Ok(facts)
+}
+
+/// The one decision, over the loaded relationship.
+pub fn decide(role: Role, relationship: Relationship, operation: Operation) -> Result<Grant, Refusal> {
+    let grant = |purpose, break_glass, own_record| Grant {
+        purpose,
+        break_glass,
+        own_record,
+    };
+    match role {
+        Role::Patient if !relationship.own_record => Err(Refusal::Hidden {
+            reason: Code::new("not_own_record"),
+        }),
+        Role::Patient if operation == Operation::WriteNotes => Err(Refusal::Refused {
+            reason: Code::new("patients_do_not_write_notes"),
+        }),
+        Role::Patient => Ok(grant(purpose::PATIENT_REQUEST, None, true)),
         Role::Admin => match operation {
-            Operation::ReadDemographics | Operation::UpdateDemographics => Ok(Grant {
-                purpose: purpose::OPERATIONS,
-                break_glass: None,
-                own_record: false,
-            }),
-            Operation::ReadNotes | Operation::WriteNotes => Err(Denial::Refused {
+            Operation::ReadDemographics | Operation::UpdateDemographics => {
+                Ok(grant(purpose::OPERATIONS, None, false))
+            }
+            Operation::ReadNotes | Operation::WriteNotes => Err(Refusal::Refused {
                 reason: Code::new("admins_do_not_read_notes"),
             }),
         },
-        Role::Provider => {
-            if care_relationship(conn, caller.account_id, patient, window)? {
-                Ok(Grant {
-                    purpose: purpose::TREATMENT,
-                    break_glass: None,
-                    own_record: false,
-                })
-            } else if let Some(grant) = break_glass::live_grant(conn, caller.account_id, patient.id)? {
-                Ok(Grant {
-                    purpose: purpose::EMERGENCY,
-                    break_glass: Some(grant),
-                    own_record: false,
-                })
-            } else {
-                Err(Denial::Refused {
-                    reason: Code::new("no_care_relationship"),
-                })
-            }
-        }
-    })
+        Role::Provider if relationship.care => Ok(grant(purpose::TREATMENT, None, false)),
+        Role::Provider => match relationship.break_glass {
+            Some(id) => Ok(grant(purpose::EMERGENCY, Some(id), false)),
+            None => Err(Refusal::Refused {
+                reason: Code::new("no_care_relationship"),
+            }),
+        },
+    }
 }
 
-/// Whether the provider has a care relationship with the patient now.
+/// Whether the provider has a care relationship with the patient at `now`.
 pub fn care_relationship(
     conn: &mut PgConnection,
     provider_id: Uuid,
     patient: &PatientRow,
     window: Duration,
+    now: DateTime<Utc>,
 ) -> QueryResult<bool> {
     let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::days(90));
-    if patient.created_by == provider_id && patient.created_at > Utc::now() - window {
+    if patient.created_by == provider_id && patient.created_at > now - window {
         return Ok(true);
     }
-    super::appointments_link::has_appointment_within(conn, provider_id, patient.id, window)
+    super::appointments_link::has_appointment_within(conn, provider_id, patient.id, window, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use Operation::{ReadDemographics, ReadNotes, UpdateDemographics, WriteNotes};
+
+    const ALL: [Operation; 4] = [ReadDemographics, UpdateDemographics, ReadNotes, WriteNotes];
+
+    fn facts(own_record: bool, care: bool, break_glass: Option<u128>) -> Relationship {
+        Relationship {
+            own_record,
+            care,
+            break_glass: break_glass.map(Uuid::from_u128),
+        }
+    }
+
+    /// The table in the module header, row by row: (role, relationship, operation)
+    /// to the purpose granted, or the refusal's code and whether it is hidden.
+    #[test]
+    fn the_access_table_for_every_role_relationship_and_operation() {
+        type Expected = Result<(&'static str, Option<u128>, bool), (&'static str, bool)>;
+        let expect = |role: Role, rel: Relationship, op: Operation| -> Expected {
+            match role {
+                Role::Patient if !rel.own_record => Err(("not_own_record", true)),
+                Role::Patient if op == WriteNotes => Err(("patients_do_not_write_notes", false)),
+                Role::Patient => Ok(("patient_request", None, true)),
+                Role::Admin if matches!(op, ReadNotes | WriteNotes) => {
+                    Err(("admins_do_not_read_notes", false))
+                }
+                Role::Admin => Ok(("operations", None, false)),
+                Role::Provider if rel.care => Ok(("treatment", None, false)),
+                Role::Provider if rel.break_glass.is_some() => Ok(("emergency", Some(9), false)),
+                Role::Provider => Err(("no_care_relationship", false)),
+            }
+        };
+        let relationships = [
+            facts(false, false, None),
+            facts(true, false, None),
+            facts(false, true, None),
+            facts(false, false, Some(9)),
+            facts(false, true, Some(9)),
+        ];
+        for role in [Role::Patient, Role::Provider, Role::Admin] {
+            for rel in relationships {
+                for op in ALL {
+                    let got = match decide(role, rel, op) {
+                        Ok(g) => Ok((
+                            purpose_name(&g.purpose),
+                            g.break_glass.map(|id| id.as_u128()),
+                            g.own_record,
+                        )),
+                        Err(Refusal::Hidden { reason }) => Err((code_name(&reason), true)),
+                        Err(Refusal::Refused { reason }) => Err((code_name(&reason), false)),
+                    };
+                    assert_eq!(got, expect(role, rel, op), "{role} {rel:?} {op:?}");
+                }
+            }
+        }
+    }
+
+    fn purpose_name(code: &Code) -> &'static str {
+        [
+            (purpose::PATIENT_REQUEST, "patient_request"),
+            (purpose::OPERATIONS, "operations"),
+            (purpose::TREATMENT, "treatment"),
+            (purpose::EMERGENCY, "emergency"),
+        ]
+        .into_iter()
+        .find(|(purpose, _)| purpose == code)
+        .map_or("other", |(_, name)| name)
+    }
+
+    fn code_name(code: &Code) -> &'static str {
+        [
+            "not_own_record",
+            "patients_do_not_write_notes",
+            "admins_do_not_read_notes",
+            "no_care_relationship",
+        ]
+        .into_iter()
+        .find(|name| code.as_str() == *name)
+        .unwrap_or("other")
+    }
 }

@@ -2,21 +2,21 @@
 //! live or recent appointment (held, booked, arrived or fulfilled) starting within the
 //! window before or after now.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use uuid::Uuid;
 
 use crate::schema::appointments;
 
-/// Whether the provider has an appointment with the patient within `window` of now.
+/// Whether the provider has an appointment with the patient within `window` of `now`.
 pub fn has_appointment_within(
     conn: &mut PgConnection,
     provider_id: Uuid,
     patient_id: Uuid,
     window: chrono::Duration,
+    now: DateTime<Utc>,
 ) -> QueryResult<bool> {
-    let now = Utc::now();
     diesel::select(diesel::dsl::exists(
         appointments::table
             .filter(appointments::provider_id.eq(provider_id))

@@ -33,7 +33,7 @@ use crate::context::RequestContext;
 use crate::crypto::CryptoError;
 use crate::error::Error;
 use crate::state::AppState;
-use access::{Denial, Grant, Operation};
+use access::{Grant, Operation, Refusal};
 use patients::PatientRow;
 
 /// The field groups audit events name.
@@ -48,7 +48,8 @@ pub mod fields {
 #[derive(Debug)]
 pub enum RecordsError {
     Missing,
-    Denied(Denial),
+    /// Refused: audited before the caller is answered.
+    Denied(Box<audit::Denial>),
     Decryption(CryptoError),
     Other(Error),
 }
@@ -121,12 +122,15 @@ where
 {
     let window = state.settings.records.care_relationship_window;
     let request = ctx.clone();
+    let denied_fields = fields.clone();
     let outcome = state
         .with_db(move |conn, state| {
             Ok(conn.transaction::<T, RecordsError, _>(|conn| {
                 let patient = patients::load(conn, patient_id)?.ok_or(RecordsError::Missing)?;
-                let grant = access::decide(conn, &caller, &patient, operation, window)?
-                    .map_err(RecordsError::Denied)?;
+                let relationship = access::relationship(conn, &caller, &patient, window, state.clock.now())?;
+                let grant = access::decide(caller.role, relationship, operation).map_err(|refusal| {
+                    RecordsError::Denied(Box::new(denial(refusal, patient_id, denied_fields.clone())))
+                })?;
                 let access = Access {
                     caller,
                     ctx: request,
@@ -140,27 +144,7 @@ where
     match outcome {
         Ok(value) => Ok(value),
         Err(RecordsError::Missing) => Err(Error::NotFound),
-        Err(RecordsError::Denied(denial)) => {
-            let event = audit::event(
-                ctx,
-                audit::actor(&caller),
-                action::ACCESS_DENIED,
-                audit::resource::PATIENT,
-                audit::purpose::SYSTEM_ADMINISTRATION,
-            )
-            .resource(patient_id)
-            .patient(patient_id)
-            .detail(Code::new("fields"), DetailValue::Code(fields))
-            .failed(denial.reason().clone());
-            state.db.run(move |conn| audit::record(conn, &event)).await?;
-            Err(match denial {
-                Denial::Hidden { .. } => Error::NotFound,
-                Denial::Refused { reason } => Error::Refused {
-                    detail: refusal_detail(reason.as_str()).into(),
-                    code: reason.to_string(),
-                },
-            })
-        }
+        Err(RecordsError::Denied(denial)) => Err(denial.refuse(&state.db, ctx, &caller).await),
         Err(RecordsError::Decryption(e)) => {
             tracing::error!(patient.id = %patient_id, error = %e, "a sealed field failed to decrypt");
             metrics::counter!("records_decryption_failures_total").increment(1);
@@ -180,6 +164,22 @@ where
         }
         Err(RecordsError::Other(e)) => Err(e),
     }
+}
+
+/// The denial of an access the rules refused: hidden or refused, about the patient's
+/// record and the fields asked for.
+fn denial(refusal: Refusal, patient_id: Uuid, fields: Code) -> audit::Denial {
+    let denial = match refusal {
+        Refusal::Hidden { reason } => audit::Denial::hidden(audit::resource::PATIENT, reason),
+        Refusal::Refused { reason } => {
+            let detail = refusal_detail(reason.as_str());
+            audit::Denial::refused(audit::resource::PATIENT, reason, detail)
+        }
+    };
+    denial
+        .resource(patient_id)
+        .patient(patient_id)
+        .detail(Code::new("fields"), DetailValue::Code(fields))
 }
 
 fn refusal_detail(code: &str) -> &'static str {

@@ -64,10 +64,15 @@ fn authored(access: &Access, note: &NoteRow) -> Result<(), RecordsError> {
     if note.author_id == access.caller.account_id {
         Ok(())
     } else {
-        Err(RecordsError::Other(Error::Refused {
-            code: "not_note_author".into(),
-            detail: "Only the note's author can change it.".into(),
-        }))
+        let denial = audit::Denial::refused(
+            resource::NOTE,
+            Code::new("not_note_author"),
+            "Only the note's author can change it.",
+        )
+        .resource(note.id)
+        .patient(access.patient.id)
+        .detail(Code::new("fields"), DetailValue::Code(fields::NOTES));
+        Err(RecordsError::Denied(Box::new(denial)))
     }
 }
 

@@ -386,7 +386,7 @@ async fn review_handler(
     let q = Query::parse(raw, &["since", "limit"])?;
     let since = q
         .datetime("since")?
-        .unwrap_or_else(|| chrono::Utc::now() - chrono::Duration::days(30));
+        .unwrap_or_else(|| state.clock.now() - chrono::Duration::days(30));
     let limit = q.number("limit", 100, 1, 500)?;
     let grants = state
         .with_db(move |conn, state| {

@@ -17,8 +17,10 @@ use warp::reply::Response;
 use super::appointments::{self, AppointmentRow, Cancellation, ListFilter, NewBooking};
 use super::idempotency::{self, Answer, Claim, Idempotency};
 use super::providers;
-use super::status::{self, Refusal, Status, Transition};
-use crate::audit::{self, Code, DetailValue, action, purpose, resource};
+use super::reasons::{CancellationReason, VisitReason};
+use super::rules::{self, Facts, Refusal, Standing};
+use super::status::{Status, Transition};
+use crate::audit::{self, Code, Denial, DetailValue, action, purpose, resource};
 use crate::context::RequestContext;
 use crate::context::{Caller, Role};
 use crate::error::Error;
@@ -26,7 +28,6 @@ use crate::http::etag::{self, IfMatch};
 use crate::http::query::{self, Query};
 use crate::http::{body, reply, request_context, with_state};
 use crate::state::AppState;
-use crate::text::{self, Rules};
 
 pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
     create(state)
@@ -51,24 +52,25 @@ pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// How the caller stands to an appointment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Standing {
-    OwnPatient,
-    OwnProvider,
-    Admin,
-    Stranger,
+/// How the caller stands to `row` (the patient's account is looked up for patients
+/// only).
+fn standing(conn: &mut PgConnection, caller: &Caller, row: &AppointmentRow) -> Result<Standing, Error> {
+    let patient_account = match caller.role {
+        Role::Patient => appointments::patient_account(conn, row.patient_id)?,
+        Role::Provider | Role::Admin => None,
+    };
+    Ok(Standing::of(caller, row.provider_id, patient_account))
 }
 
-fn standing(conn: &mut PgConnection, caller: &Caller, row: &AppointmentRow) -> Result<Standing, Error> {
-    Ok(match caller.role {
-        Role::Admin => Standing::Admin,
-        Role::Provider if row.provider_id == caller.account_id => Standing::OwnProvider,
-        Role::Patient if appointments::patient_account(conn, row.patient_id)? == Some(caller.account_id) => {
-            Standing::OwnPatient
-        }
-        _ => Standing::Stranger,
-    })
+/// What the rules need to know about `row`.
+fn facts(row: &AppointmentRow, kind: &providers::AppointmentType) -> Facts {
+    Facts {
+        status: row.status(),
+        starts_at: row.starts_at,
+        ends_at: row.ends_at,
+        hold_expires_at: row.hold_expires_at,
+        cancellation_cutoff_minutes: kind.cancellation_cutoff_minutes,
+    }
 }
 
 fn purpose_for(role: Role) -> Code {
@@ -79,15 +81,10 @@ fn purpose_for(role: Role) -> Code {
     }
 }
 
-/// Why a change stopped: a refusal to audit before answering, or an error.
+/// Why a change stopped: a denial to audit before answering, or an error.
 #[derive(Debug)]
 enum Failure {
-    Denied {
-        appointment: Uuid,
-        patient: Option<Uuid>,
-        reason: &'static str,
-        hidden: bool,
-    },
+    Denied(Box<Denial>),
     Error(Error),
 }
 
@@ -97,48 +94,21 @@ impl<E: Into<Error>> From<E> for Failure {
     }
 }
 
-fn hidden(row: &AppointmentRow) -> Failure {
-    Failure::Denied {
-        appointment: row.id,
-        patient: Some(row.patient_id),
-        reason: "not_own_appointment",
-        hidden: true,
+/// A refusal of the rules about the appointment `row`: denials of access are audited,
+/// the rest answered as they are.
+fn refused(row: &AppointmentRow, refusal: Refusal) -> Failure {
+    if refusal.audited() {
+        let denial = Denial::told(resource::APPOINTMENT, Code::new(refusal.code()), refusal.error());
+        Failure::Denied(Box::new(denial.resource(row.id).patient(row.patient_id)))
+    } else {
+        Failure::Error(refusal.error())
     }
 }
 
 async fn finish(state: &AppState, ctx: &RequestContext, caller: &Caller, failure: Failure) -> Response {
     match failure {
         Failure::Error(e) => reply::error(&e),
-        Failure::Denied {
-            appointment,
-            patient,
-            reason,
-            hidden,
-        } => {
-            let mut event = audit::event(
-                ctx,
-                audit::actor(caller),
-                action::ACCESS_DENIED,
-                resource::APPOINTMENT,
-                purpose::SYSTEM_ADMINISTRATION,
-            )
-            .resource(appointment)
-            .failed(Code::new(reason));
-            if let Some(p) = patient {
-                event = event.patient(p);
-            }
-            if let Err(e) = state.db.run(move |conn| audit::record(conn, &event)).await {
-                return reply::error(&e);
-            }
-            if hidden {
-                reply::error(&Error::NotFound)
-            } else {
-                reply::error(&Error::Refused {
-                    code: reason.to_owned(),
-                    detail: "You are not allowed to do this to this appointment.".into(),
-                })
-            }
-        }
+        Failure::Denied(denial) => reply::error(&denial.refuse(&state.db, ctx, caller).await),
     }
 }
 
@@ -222,100 +192,81 @@ pub(crate) fn create(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(idempotency::key())
         .and(body::json::<BookRequest>(state.settings.http.body_limit))
         .and(with_state(state))
-        .then(
-            |caller: Caller,
-             ctx: RequestContext,
-             key: Option<String>,
-             input: BookRequest,
-             state: AppState| async move {
-                if let Some(reason) = &input.reason
-                    && let Err(e) = text::check("reason", reason, Rules::prose(1000))
-                {
-                    return reply::error(&e);
-                }
-                let idem = Idempotency::new(
-                    key,
-                    "POST",
-                    "/v1/appointments",
-                    &serde_json::to_value(&input).unwrap_or_default(),
-                );
-                let hold_ttl =
-                    Duration::from_std(state.settings.scheduling.hold_ttl).unwrap_or(Duration::minutes(5));
-                let request = ctx.clone();
-                change(&state, &ctx, caller, idem, move |conn, state| {
-                    let Some((provider, kind)) =
-                        providers::with_type(conn, input.provider_id, input.type_id)?
-                    else {
-                        return Err(Failure::Error(match providers::get(conn, input.provider_id)? {
-                            None => Error::validation("provider_id", "is not a provider"),
-                            Some(_) => {
-                                Error::validation("type_id", "is not an appointment type of this provider")
-                            }
-                        }));
-                    };
-                    let patient_id = match caller.role {
-                        Role::Patient => {
-                            let own = crate::accounts::patient_id(conn, caller.account_id)?.ok_or(
-                                Error::conflict(
-                                    "no_patient_record",
-                                    "create your patient record (POST /v1/patients) before booking",
-                                ),
-                            )?;
-                            if input.patient_id.is_some_and(|p| p != own) {
-                                return Err(Failure::Error(Error::validation(
-                                    "patient_id",
-                                    "patients book for themselves",
-                                )));
-                            }
-                            own
-                        }
-                        Role::Provider | Role::Admin => {
-                            if caller.role == Role::Provider && provider.id != caller.account_id {
-                                return Err(Failure::Error(Error::Refused {
-                                    code: "not_own_calendar".into(),
-                                    detail: "Providers book on their own calendar.".into(),
-                                }));
-                            }
-                            // Whether it names a patient, the foreign key answers at insert.
-                            input
-                                .patient_id
-                                .ok_or(Error::validation("patient_id", "is required"))?
-                        }
-                    };
-                    let row = appointments::book(
-                        conn,
-                        &state.crypto,
-                        &NewBooking {
-                            provider: &provider,
-                            kind: &kind,
-                            patient_id,
-                            starts_at: input.starts_at,
-                            reason: input.reason.as_deref(),
-                            hold: input.hold.then_some(hold_ttl),
-                            booked_by: caller.account_id,
-                        },
-                        crate::scheduling::reminder_plan(state),
-                    )?;
-                    audit::record(
-                        conn,
-                        &event(&request, &caller, action::CREATE, &row).detail(
-                            Code::new("status"),
-                            DetailValue::Code(Code::parse(row.status.clone()).unwrap_or(Code::new("booked"))),
-                        ),
-                    )?;
-                    let view = appointments::view(
-                        &state.crypto,
-                        &row,
-                        provider.tz(),
-                        true,
-                        &state.settings.consult.window,
-                    )?;
-                    answer(StatusCode::CREATED, &view)
-                })
-                .await
-            },
-        )
+        .then(on_create)
         .boxed()
+}
+
+async fn on_create(
+    caller: Caller,
+    ctx: RequestContext,
+    key: Option<String>,
+    input: BookRequest,
+    state: AppState,
+) -> Response {
+    let reason = match input.reason.as_deref().map(VisitReason::parse).transpose() {
+        Ok(reason) => reason,
+        Err(e) => return reply::error(&e),
+    };
+    let idem = Idempotency::new(
+        key,
+        "POST",
+        "/v1/appointments",
+        &serde_json::to_value(&input).unwrap_or_default(),
+    );
+    let hold_ttl = Duration::from_std(state.settings.scheduling.hold_ttl).unwrap_or(Duration::minutes(5));
+    let request = ctx.clone();
+    change(&state, &ctx, caller, idem, move |conn, state| {
+        let Some((provider, kind)) = providers::with_type(conn, input.provider_id, input.type_id)? else {
+            return Err(Failure::Error(match providers::get(conn, input.provider_id)? {
+                None => Error::validation("provider_id", "is not a provider"),
+                Some(_) => Error::validation("type_id", "is not an appointment type of this provider"),
+            }));
+        };
+        let own_record = match caller.role {
+            Role::Patient => crate::accounts::patient_id(conn, caller.account_id)?,
+            Role::Provider | Role::Admin => None,
+        };
+        let patient_id = rules::booking_patient(&caller, provider.id, own_record, input.patient_id).map_err(
+            |refusal| match refusal.audited() {
+                // Whose calendar it is, not an appointment, is what was refused.
+                true => Failure::Denied(Box::new(
+                    Denial::told(Code::new("provider"), Code::new(refusal.code()), refusal.error())
+                        .resource(provider.id),
+                )),
+                false => Failure::Error(refusal.error()),
+            },
+        )?;
+        let row = appointments::book(
+            conn,
+            &state.crypto,
+            &NewBooking {
+                provider: &provider,
+                kind: &kind,
+                patient_id,
+                starts_at: input.starts_at,
+                reason: reason.as_ref(),
+                hold: input.hold.then_some(hold_ttl),
+                booked_by: caller.account_id,
+            },
+            crate::scheduling::reminder_plan(state),
+        )?;
+        audit::record(
+            conn,
+            &event(&request, &caller, action::CREATE, &row).detail(
+                Code::new("status"),
+                DetailValue::Code(Code::parse(row.status.clone()).unwrap_or(Code::new("booked"))),
+            ),
+        )?;
+        let view = appointments::view(
+            &state.crypto,
+            &row,
+            provider.tz(),
+            true,
+            &state.settings.consult.window,
+        )?;
+        answer(StatusCode::CREATED, &view)
+    })
+    .await
 }
 
 const LIST_PARAMS: &[&str] = &["provider", "patient", "status", "from", "to", "cursor", "limit"];
@@ -464,93 +415,115 @@ pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(crate::access::caller(state))
         .and(request_context())
         .and(with_state(state))
-        .then(
-            |id: Uuid, caller: Caller, ctx: RequestContext, state: AppState| async move {
-                let request = ctx.clone();
-                let result = state
-                    .with_db(move |conn, state| {
-                        Ok(conn.transaction::<_, Failure, _>(|conn| {
-                            let row = appointments::load(conn, id)?.ok_or(Error::NotFound)?;
-                            if standing(conn, &caller, &row)? == Standing::Stranger {
-                                return Err(hidden(&row));
-                            }
-                            audit::record(conn, &event(&request, &caller, action::READ, &row))?;
-                            let tz = providers::get(conn, row.provider_id)?
-                                .map(|p| p.tz())
-                                .unwrap_or(chrono_tz::UTC);
-                            Ok(appointments::view(
-                                &state.crypto,
-                                &row,
-                                tz,
-                                true,
-                                &state.settings.consult.window,
-                            )?)
-                        }))
-                    })
-                    .await;
-                match result {
-                    Err(e) => reply::error(&e),
-                    Ok(Ok(view)) => etag::with_etag(reply::json(StatusCode::OK, &view), view.version),
-                    Ok(Err(failure)) => finish(&state, &ctx, &caller, failure).await,
-                }
-            },
-        )
+        .then(on_read)
         .boxed()
 }
 
-/// The common part of a change to an existing appointment: load and lock, check the
-/// caller may see it and that `If-Match` is current.
-fn locked(
-    conn: &mut PgConnection,
-    caller: &Caller,
-    id: Uuid,
+async fn on_read(id: Uuid, caller: Caller, ctx: RequestContext, state: AppState) -> Response {
+    let request = ctx.clone();
+    let result = state
+        .with_db(move |conn, state| {
+            Ok(conn.transaction::<_, Failure, _>(|conn| {
+                let row = appointments::load(conn, id)?.ok_or(Error::NotFound)?;
+                if standing(conn, &caller, &row)? == Standing::Stranger {
+                    return Err(refused(&row, Refusal::Hidden));
+                }
+                audit::record(conn, &event(&request, &caller, action::READ, &row))?;
+                let tz = providers::get(conn, row.provider_id)?
+                    .map(|p| p.tz())
+                    .unwrap_or(chrono_tz::UTC);
+                Ok(appointments::view(
+                    &state.crypto,
+                    &row,
+                    tz,
+                    true,
+                    &state.settings.consult.window,
+                )?)
+            }))
+        })
+        .await;
+    match result {
+        Err(e) => reply::error(&e),
+        Ok(Ok(view)) => etag::with_etag(reply::json(StatusCode::OK, &view), view.version),
+        Ok(Err(failure)) => finish(&state, &ctx, &caller, failure).await,
+    }
+}
+
+/// What every change of an existing appointment comes with: who asks, from where,
+/// the version they read, and their idempotency key.
+struct ChangeRequest {
+    caller: Caller,
+    ctx: RequestContext,
     if_match: IfMatch,
-) -> Result<(AppointmentRow, Standing), Failure> {
-    let row = appointments::load_for_update(conn, id)?.ok_or(Error::NotFound)?;
-    let standing = standing(conn, caller, &row)?;
-    if standing == Standing::Stranger {
-        return Err(hidden(&row));
-    }
-    if_match.check(row.version)?;
-    Ok((row, standing))
+    key: Option<String>,
 }
 
-/// The state machine's verdict, as a failure when refused.
-fn decide(row: &AppointmentRow, transition: Transition, role: Role) -> Result<Status, Failure> {
-    status::apply(row.status(), transition, role).map_err(|refusal| match refusal {
-        Refusal::NotFromStatus(current) => Failure::Error(Error::conflict(
-            "invalid_transition",
-            format!(
-                "cannot {} an appointment that is {current}",
-                transition.as_str().replace('_', " ")
-            ),
-        )),
-        Refusal::NotForRole(_) => Failure::Denied {
-            appointment: row.id,
-            patient: Some(row.patient_id),
-            reason: "not_allowed_for_role",
-            hidden: false,
-        },
-    })
+fn change_request(
+    state: &AppState,
+) -> impl Filter<Extract = (ChangeRequest,), Error = warp::Rejection> + Clone + use<> {
+    crate::access::caller(state)
+        .and(request_context())
+        .and(etag::if_match())
+        .and(idempotency::key())
+        .map(|caller, ctx, if_match, key| ChangeRequest {
+            caller,
+            ctx,
+            if_match,
+            key,
+        })
 }
 
-/// Patients may not cancel or move an appointment within the type's cutoff.
-fn check_cutoff(conn: &mut PgConnection, caller: &Caller, row: &AppointmentRow) -> Result<(), Failure> {
-    if caller.role != Role::Patient {
-        return Ok(());
+impl ChangeRequest {
+    /// The idempotency record of this change: `POST /v1/appointments/{id}/{step}`
+    /// with `body`.
+    fn idempotency(&self, id: Uuid, step: &str, body: &serde_json::Value) -> Idempotency {
+        Idempotency::new(
+            self.key.clone(),
+            "POST",
+            &format!("/v1/appointments/{id}/{step}"),
+            body,
+        )
     }
-    let kind = providers::get_type(conn, row.provider_id, row.type_id)?.ok_or(Error::NotFound)?;
-    let cutoff = Duration::minutes(i64::from(kind.cancellation_cutoff_minutes));
-    if Utc::now() > row.starts_at - cutoff {
-        return Err(Failure::Error(Error::conflict(
-            "cancellation_cutoff",
-            format!(
-                "patients can change this appointment until {} minutes before it starts; contact the clinic",
-                kind.cancellation_cutoff_minutes
-            ),
-        )));
+
+    /// Runs `work` on the appointment, loaded and locked once the caller may see it
+    /// and `If-Match` is current, in one transaction with the idempotency key.
+    async fn run<F>(self, state: &AppState, idem: Idempotency, id: Uuid, work: F) -> Response
+    where
+        F: FnOnce(&mut PgConnection, &AppState, &Changer, AppointmentRow) -> Result<Answer, Failure>
+            + Send
+            + 'static,
+    {
+        let ChangeRequest {
+            caller,
+            ctx,
+            if_match,
+            key: _,
+        } = self;
+        let changer = Changer {
+            caller,
+            ctx: ctx.clone(),
+        };
+        change(state, &ctx, caller, idem, move |conn, state| {
+            let row = appointments::load_for_update(conn, id)?.ok_or(Error::NotFound)?;
+            if standing(conn, &changer.caller, &row)? == Standing::Stranger {
+                return Err(refused(&row, Refusal::Hidden));
+            }
+            if_match.check(row.version)?;
+            work(conn, state, &changer, row)
+        })
+        .await
     }
-    Ok(())
+}
+
+/// Who is changing an appointment, for the rules and the audit event.
+struct Changer {
+    caller: Caller,
+    ctx: RequestContext,
+}
+
+/// The appointment's type (its cutoff is one of the rules' facts).
+fn type_of(conn: &mut PgConnection, row: &AppointmentRow) -> Result<providers::AppointmentType, Error> {
+    providers::get_type(conn, row.provider_id, row.type_id)?.ok_or(Error::NotFound)
 }
 
 /// A status change the state machine allowed.
@@ -563,7 +536,7 @@ struct StatusChange<'a> {
 fn apply_change(
     conn: &mut PgConnection,
     state: &AppState,
-    (ctx, caller): (&RequestContext, &Caller),
+    who: &Changer,
     row: &AppointmentRow,
     change: StatusChange<'_>,
 ) -> Result<Answer, Failure> {
@@ -582,7 +555,7 @@ fn apply_change(
     )?;
     audit::record(
         conn,
-        &event(ctx, caller, action::UPDATE, &updated)
+        &event(&who.ctx, &who.caller, action::UPDATE, &updated)
             .detail(
                 Code::new("change"),
                 DetailValue::Code(Code::new(transition.as_str())),
@@ -640,69 +613,42 @@ fn transition(state: &AppState, segment: &'static str, transition: Transition) -
         .and(warp::path(segment))
         .and(warp::path::end())
         .and(warp::post())
-        .and(crate::access::caller(state))
-        .and(request_context())
-        .and(etag::if_match())
-        .and(idempotency::key())
+        .and(change_request(state))
         .and(with_state(state))
-        .then(
-            move |id: Uuid,
-                  caller: Caller,
-                  ctx: RequestContext,
-                  if_match: IfMatch,
-                  key: Option<String>,
-                  state: AppState| async move {
-                let idem = Idempotency::new(
-                    key,
-                    "POST",
-                    &format!("/v1/appointments/{id}/{segment}"),
-                    &json!({}),
-                );
-                let request = ctx.clone();
-                change(&state, &ctx, caller, idem, move |conn, state| {
-                    let (row, _) = locked(conn, &caller, id, if_match)?;
-                    let to = decide(&row, transition, caller.role)?;
-                    let now = Utc::now();
-                    match transition {
-                        Transition::Confirm
-                            if row.status() == Status::Pending
-                                && row.hold_expires_at.is_some_and(|t| t <= now) =>
-                        {
-                            return Err(Failure::Error(Error::conflict(
-                                "hold_expired",
-                                "the hold lapsed; book again",
-                            )));
-                        }
-                        Transition::NoShow if now < row.starts_at => {
-                            return Err(Failure::Error(Error::conflict(
-                                "not_started",
-                                "a no-show is marked after the start time",
-                            )));
-                        }
-                        Transition::CheckIn if now >= row.ends_at => {
-                            return Err(Failure::Error(Error::conflict(
-                                "already_over",
-                                "the appointment is over",
-                            )));
-                        }
-                        _ => {}
-                    }
-                    apply_change(
-                        conn,
-                        state,
-                        (&request, &caller),
-                        &row,
-                        StatusChange {
-                            transition,
-                            to,
-                            cancellation: None,
-                        },
-                    )
-                })
-                .await
-            },
-        )
+        .then(move |id, request, state| on_transition(id, (segment, transition), request, state))
         .boxed()
+}
+
+async fn on_transition(
+    id: Uuid,
+    (segment, transition): (&'static str, Transition),
+    request: ChangeRequest,
+    state: AppState,
+) -> Response {
+    let idem = request.idempotency(id, segment, &json!({}));
+    request
+        .run(&state, idem, id, move |conn, state, who, row| {
+            let kind = type_of(conn, &row)?;
+            let to = rules::transition(
+                &facts(&row, &kind),
+                transition,
+                who.caller.role,
+                state.clock.now(),
+            )
+            .map_err(|refusal| refused(&row, refusal))?;
+            apply_change(
+                conn,
+                state,
+                who,
+                &row,
+                StatusChange {
+                    transition,
+                    to,
+                    cancellation: None,
+                },
+            )
+        })
+        .await
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -718,63 +664,52 @@ struct CancelRequest {
 pub(crate) fn cancel(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "appointments" / Uuid / "cancel")
         .and(warp::post())
-        .and(crate::access::caller(state))
-        .and(request_context())
-        .and(etag::if_match())
-        .and(idempotency::key())
+        .and(change_request(state))
         .and(body::json::<CancelRequest>(state.settings.http.body_limit))
         .and(with_state(state))
-        .then(
-            |id: Uuid,
-             caller: Caller,
-             ctx: RequestContext,
-             if_match: IfMatch,
-             key: Option<String>,
-             input: CancelRequest,
-             state: AppState| async move {
-                let reason = match text::parse("reason", &input.reason, Rules::prose(500)) {
-                    Ok(reason) => reason,
-                    Err(e) => return reply::error(&e),
-                };
-                let idem = Idempotency::new(
-                    key,
-                    "POST",
-                    &format!("/v1/appointments/{id}/cancel"),
-                    &json!({ "reason": reason }),
-                );
-                let request = ctx.clone();
-                change(&state, &ctx, caller, idem, move |conn, state| {
-                    let (row, _) = locked(conn, &caller, id, if_match)?;
-                    let to = decide(&row, Transition::Cancel, caller.role)?;
-                    if row.status() == Status::Booked {
-                        check_cutoff(conn, &caller, &row)?;
-                    }
-                    let code = match caller.role {
-                        Role::Patient => "cancelled_by_patient",
-                        Role::Provider => "cancelled_by_provider",
-                        Role::Admin => "cancelled_by_admin",
-                    };
-                    let cancellation = Cancellation {
-                        code,
-                        reason: &reason,
-                        by: caller.account_id,
-                    };
-                    apply_change(
-                        conn,
-                        state,
-                        (&request, &caller),
-                        &row,
-                        StatusChange {
-                            transition: Transition::Cancel,
-                            to,
-                            cancellation: Some(cancellation),
-                        },
-                    )
-                })
-                .await
-            },
-        )
+        .then(on_cancel)
         .boxed()
+}
+
+async fn on_cancel(id: Uuid, request: ChangeRequest, input: CancelRequest, state: AppState) -> Response {
+    let reason = match CancellationReason::parse(&input.reason) {
+        Ok(reason) => reason,
+        Err(e) => return reply::error(&e),
+    };
+    let idem = request.idempotency(id, "cancel", &json!({ "reason": reason.as_str() }));
+    request
+        .run(&state, idem, id, move |conn, state, who, row| {
+            let kind = type_of(conn, &row)?;
+            let to = rules::transition(
+                &facts(&row, &kind),
+                Transition::Cancel,
+                who.caller.role,
+                state.clock.now(),
+            )
+            .map_err(|refusal| refused(&row, refusal))?;
+            let code = match who.caller.role {
+                Role::Patient => "cancelled_by_patient",
+                Role::Provider => "cancelled_by_provider",
+                Role::Admin => "cancelled_by_admin",
+            };
+            let cancellation = Cancellation {
+                code,
+                reason: &reason,
+                by: who.caller.account_id,
+            };
+            apply_change(
+                conn,
+                state,
+                who,
+                &row,
+                StatusChange {
+                    transition: Transition::Cancel,
+                    to,
+                    cancellation: Some(cancellation),
+                },
+            )
+        })
+        .await
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -789,64 +724,53 @@ struct RescheduleRequest {
 pub(crate) fn reschedule(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "appointments" / Uuid / "reschedule")
         .and(warp::post())
-        .and(crate::access::caller(state))
-        .and(request_context())
-        .and(etag::if_match())
-        .and(idempotency::key())
+        .and(change_request(state))
         .and(body::json::<RescheduleRequest>(state.settings.http.body_limit))
         .and(with_state(state))
-        .then(
-            |id: Uuid,
-             caller: Caller,
-             ctx: RequestContext,
-             if_match: IfMatch,
-             key: Option<String>,
-             input: RescheduleRequest,
-             state: AppState| async move {
-                let idem = Idempotency::new(
-                    key,
-                    "POST",
-                    &format!("/v1/appointments/{id}/reschedule"),
-                    &serde_json::to_value(&input).unwrap_or_default(),
-                );
-                let request = ctx.clone();
-                change(&state, &ctx, caller, idem, move |conn, state| {
-                    let (row, _) = locked(conn, &caller, id, if_match)?;
-                    if !matches!(row.status(), Status::Pending | Status::Booked) {
-                        return Err(Failure::Error(Error::conflict(
-                            "invalid_transition",
-                            format!("cannot reschedule an appointment that is {}", row.status()),
-                        )));
-                    }
-                    check_cutoff(conn, &caller, &row)?;
-                    let (provider, kind) =
-                        providers::with_type(conn, row.provider_id, row.type_id)?.ok_or(Error::NotFound)?;
-                    let updated = appointments::reschedule(
-                        conn,
-                        &row,
-                        &provider,
-                        &kind,
-                        input.starts_at,
-                        crate::scheduling::reminder_plan(state),
-                    )?;
-                    audit::record(
-                        conn,
-                        &event(&request, &caller, action::UPDATE, &updated)
-                            .detail(Code::new("change"), DetailValue::Code(Code::new("reschedule"))),
-                    )?;
-                    answer(
-                        StatusCode::OK,
-                        &appointments::view(
-                            &state.crypto,
-                            &updated,
-                            provider.tz(),
-                            true,
-                            &state.settings.consult.window,
-                        )?,
-                    )
-                })
-                .await
-            },
-        )
+        .then(on_reschedule)
         .boxed()
+}
+
+async fn on_reschedule(
+    id: Uuid,
+    request: ChangeRequest,
+    input: RescheduleRequest,
+    state: AppState,
+) -> Response {
+    let idem = request.idempotency(
+        id,
+        "reschedule",
+        &serde_json::to_value(&input).unwrap_or_default(),
+    );
+    request
+        .run(&state, idem, id, move |conn, state, who, row| {
+            let (provider, kind) =
+                providers::with_type(conn, row.provider_id, row.type_id)?.ok_or(Error::NotFound)?;
+            rules::reschedule(&facts(&row, &kind), who.caller.role, state.clock.now())
+                .map_err(|refusal| refused(&row, refusal))?;
+            let updated = appointments::reschedule(
+                conn,
+                &row,
+                &provider,
+                &kind,
+                input.starts_at,
+                crate::scheduling::reminder_plan(state),
+            )?;
+            audit::record(
+                conn,
+                &event(&who.ctx, &who.caller, action::UPDATE, &updated)
+                    .detail(Code::new("change"), DetailValue::Code(Code::new("reschedule"))),
+            )?;
+            answer(
+                StatusCode::OK,
+                &appointments::view(
+                    &state.crypto,
+                    &updated,
+                    provider.tz(),
+                    true,
+                    &state.settings.consult.window,
+                )?,
+            )
+        })
+        .await
 }

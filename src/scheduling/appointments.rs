@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::availability;
 use super::providers::{AppointmentType, Provider};
+use super::reasons::{CancellationReason, VisitReason};
 use super::slots::{self, Busy, Input, TypeRules};
 use super::status::Status;
 use crate::crypto::{Crypto, CryptoError, FieldContext};
@@ -304,7 +305,7 @@ pub struct NewBooking<'a> {
     pub kind: &'a AppointmentType,
     pub patient_id: Uuid,
     pub starts_at: DateTime<Utc>,
-    pub reason: Option<&'a str>,
+    pub reason: Option<&'a VisitReason>,
     /// `Some(ttl)`: a hold (pending) lapsing after `ttl`; `None`: booked at once.
     pub hold: Option<Duration>,
     pub booked_by: Uuid,
@@ -323,7 +324,7 @@ pub fn book(
             "this appointment type is not offered any more",
         ));
     }
-    let now = Utc::now();
+    let now = plan.now;
     check_slot(conn, booking.provider, booking.kind, booking.starts_at, now, None)?;
     let id = Uuid::now_v7();
     let status = if booking.hold.is_some() {
@@ -333,7 +334,7 @@ pub fn book(
     };
     let reason = booking
         .reason
-        .map(|r| crypto.encrypt_str(&reason_field(id), r))
+        .map(|r| crypto.encrypt_str(&reason_field(id), r.as_str()))
         .transpose()?;
     let row = diesel::insert_into(appointments::table)
         .values((
@@ -411,7 +412,7 @@ pub fn reschedule(
     starts_at: DateTime<Utc>,
     plan: Plan<'_>,
 ) -> Result<AppointmentRow, Error> {
-    check_slot(conn, provider, kind, starts_at, Utc::now(), Some(row.id))?;
+    check_slot(conn, provider, kind, starts_at, plan.now, Some(row.id))?;
     let updated = diesel::update(appointments::table.find(row.id))
         .set((
             appointments::starts_at.eq(starts_at),
@@ -442,7 +443,7 @@ pub fn reschedule(
 #[derive(Debug)]
 pub struct Cancellation<'a> {
     pub code: &'static str,
-    pub reason: &'a str,
+    pub reason: &'a CancellationReason,
     pub by: Uuid,
 }
 
@@ -458,9 +459,9 @@ pub fn change_status(
     let (code, reason, by, at) = match &cancellation {
         Some(c) => (
             Some(c.code),
-            Some(crypto.encrypt_str(&cancellation_field(row.id), c.reason)?),
+            Some(crypto.encrypt_str(&cancellation_field(row.id), c.reason.as_str())?),
             Some(c.by),
-            Some(Utc::now()),
+            Some(plan.now),
         ),
         None => (None, None, None, None),
     };

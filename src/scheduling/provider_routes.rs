@@ -2,7 +2,7 @@
 //! Profiles, types and slots are public (no PHI); a provider manages their own
 //! calendar, admins any.
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use diesel::Connection;
 use diesel::pg::PgConnection;
 use http::StatusCode;
@@ -66,19 +66,13 @@ async fn may_manage(
     if caller.role == Role::Admin || (caller.role == Role::Provider && caller.account_id == provider_id) {
         return Ok(());
     }
-    audit::record_denial(
-        &state.db,
-        ctx,
-        caller,
+    let denial = audit::Denial::refused(
         Code::new("provider"),
-        Some(provider_id),
         Code::new("not_own_calendar"),
+        "Only the provider and admins manage this calendar.",
     )
-    .await?;
-    Err(Error::Refused {
-        code: "not_own_calendar".into(),
-        detail: "Only the provider and admins manage this calendar.".into(),
-    })
+    .resource(provider_id);
+    Err(denial.refuse(&state.db, ctx, caller).await)
 }
 
 fn config_event(
@@ -561,7 +555,7 @@ async fn slots_handler(id: Uuid, raw: &str, state: AppState) -> Result<Response,
     let type_id = q
         .uuid("type")?
         .ok_or_else(|| Error::validation("query.type", "is required (an appointment type id)"))?;
-    let now = Utc::now();
+    let now = state.clock.now();
     let from = q.datetime("from")?.unwrap_or(now);
     let to = q.datetime("to")?.unwrap_or(from + Duration::days(7));
     if to <= from {
