@@ -16,6 +16,7 @@ use crate::auth::password;
 use crate::context::RequestContext;
 use crate::context::{Caller, Role};
 use crate::error::Error;
+use crate::http::openapi::problems;
 use crate::http::{body, reply, request_context, with_state};
 use crate::state::AppState;
 
@@ -48,7 +49,7 @@ pub struct MeView {
 }
 
 /// GET /v1/me: the signed-in account (its email is personal data: the read is audited).
-#[utoipa::path(get, path = "/v1/me", tag = "accounts", responses((status = 200, description = "The signed-in account", body = MeView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/me", tag = "accounts", responses((status = 200, description = "The signed-in account", body = MeView), problems::Unauthorized), security(("bearer" = [])))]
 pub(crate) fn me(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "me")
         .and(warp::get())
@@ -106,7 +107,7 @@ struct CreateUser {
 }
 
 /// POST /v1/admin/users: an admin creates a provider, admin or patient account.
-#[utoipa::path(post, path = "/v1/admin/users", tag = "accounts", request_body = CreateUser, responses((status = 201, description = "Account created", body = super::AccountView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/admin/users", tag = "accounts", request_body = CreateUser, responses((status = 201, description = "Account created", body = super::AccountView), problems::Unauthorized, problems::Forbidden, problems::Conflict, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn create_user(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "admin" / "users")
         .and(warp::post())
@@ -174,7 +175,7 @@ pub async fn hash_new_password(email: &Email, password: SecretString) -> Result<
 }
 
 /// GET /v1/admin/users/{id}: one account.
-#[utoipa::path(get, path = "/v1/admin/users/{id}", tag = "accounts", params(("id" = uuid::Uuid, Path, description = "Account id")), responses((status = 200, description = "The account", body = super::AccountView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/admin/users/{id}", tag = "accounts", params(("id" = uuid::Uuid, Path, description = "Account id")), responses((status = 200, description = "The account", body = super::AccountView), problems::Unauthorized, problems::Forbidden, problems::NotFound), security(("bearer" = [])))]
 pub(crate) fn get_user(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "admin" / "users" / Uuid)
         .and(warp::get())
@@ -211,7 +212,7 @@ pub(crate) fn get_user(state: &AppState) -> BoxedFilter<(Response,)> {
 /// POST /v1/admin/users/{id}/disable: disables an account and ends its sessions at
 /// once (its access tokens stop working on this instance immediately, elsewhere
 /// within the session-check bound).
-#[utoipa::path(post, path = "/v1/admin/users/{id}/disable", tag = "accounts", params(("id" = uuid::Uuid, Path, description = "Account id")), responses((status = 200, description = "Disabled; its sessions ended", body = super::AccountView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/admin/users/{id}/disable", tag = "accounts", params(("id" = uuid::Uuid, Path, description = "Account id")), responses((status = 200, description = "Disabled; its sessions ended", body = super::AccountView), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::Conflict), security(("bearer" = [])))]
 pub(crate) fn disable_user(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "admin" / "users" / Uuid / "disable")
         .and(warp::post())

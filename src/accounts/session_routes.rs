@@ -18,6 +18,7 @@ use crate::auth::sessions::{self, Refreshed, RevokeReason};
 use crate::context::RequestContext;
 use crate::context::{Caller, Role};
 use crate::error::Error;
+use crate::http::openapi::problems;
 use crate::http::{body, reply, request_context, with_state};
 use crate::state::AppState;
 
@@ -78,7 +79,7 @@ const BAD_CREDENTIALS: Error = Error::Unauthorized {
 };
 
 /// POST /v1/auth/register: a patient creates their own account.
-#[utoipa::path(post, path = "/v1/auth/register", tag = "auth", request_body = Credentials, responses((status = 201, description = "Account created", body = crate::accounts::AccountView), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc), (status = 429, description = "Too many attempts", body = crate::http::openapi::ProblemDoc)))]
+#[utoipa::path(post, path = "/v1/auth/register", tag = "auth", request_body = Credentials, responses((status = 201, description = "Account created", body = crate::accounts::AccountView), problems::Conflict, problems::Invalid, problems::TooManyAttempts))]
 pub(crate) fn register(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "auth" / "register")
         .and(warp::post())
@@ -130,7 +131,7 @@ async fn register_handler(
 }
 
 /// POST /v1/auth/login: email and password for an access and a refresh token.
-#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = Credentials, responses((status = 200, description = "Tokens", body = TokenResponse), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 429, description = "Too many attempts", body = crate::http::openapi::ProblemDoc)))]
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = Credentials, responses((status = 200, description = "Tokens", body = TokenResponse), problems::Unauthorized, problems::TooManyAttempts))]
 pub(crate) fn login(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "auth" / "login")
         .and(warp::post())
@@ -234,7 +235,7 @@ struct RefreshRequest {
 }
 
 /// POST /v1/auth/refresh: exchanges a refresh token for new tokens (rotation).
-#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, responses((status = 200, description = "New tokens (the old refresh token is spent)", body = TokenResponse), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc)))]
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, responses((status = 200, description = "New tokens (the old refresh token is spent)", body = TokenResponse), problems::Unauthorized))]
 pub(crate) fn refresh(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "auth" / "refresh")
         .and(warp::post())
@@ -322,7 +323,7 @@ async fn refresh_handler(
 
 /// POST /v1/auth/logout: ends the caller's session (its refresh token and every
 /// access token issued in it).
-#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", responses((status = 204, description = "Session ended"), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", responses((status = 204, description = "Session ended"), problems::Unauthorized), security(("bearer" = [])))]
 pub(crate) fn logout(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "auth" / "logout")
         .and(warp::post())

@@ -30,6 +30,7 @@ use crate::context::Caller;
 use crate::context::RequestContext;
 use crate::error::Error;
 use crate::http::edge::UpgradeSlot;
+use crate::http::openapi::problems;
 use crate::http::query::{self, Query};
 use crate::http::websocket::{self, Handshake, Socket, close};
 use crate::http::{reply, request_context, with_state};
@@ -61,7 +62,7 @@ pub(crate) fn socket(state: &ConsultState) -> BoxedFilter<(Response,)> {
 
 /// GET /v1/consultations/{appointment_id}/ice-servers: STUN and TURN servers with
 /// fresh credentials, for a participant whose call outlives its first ones.
-#[utoipa::path(get, path = "/v1/consultations/{id}/ice-servers", tag = "consultations", params(("id" = Uuid, Path, description = "The video appointment")), responses((status = 200, description = "`{\"ice_servers\": [...]}`, ready for `new RTCPeerConnection({iceServers})`"), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not your consultation, or not open now", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/consultations/{id}/ice-servers", tag = "consultations", params(("id" = Uuid, Path, description = "The video appointment")), responses((status = 200, description = "`{\"ice_servers\": [...]}`, ready for `new RTCPeerConnection({iceServers})`"), problems::Unauthorized, (status = 404, description = "Not your consultation, or not open now", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
 pub(crate) fn ice_servers(state: &ConsultState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "consultations" / Uuid / "ice-servers")
         .and(warp::get())

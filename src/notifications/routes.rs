@@ -10,13 +10,14 @@ use warp::reply::Response;
 use super::channels::view;
 use crate::context::Caller;
 use crate::error::Error;
+use crate::http::openapi::problems;
 use crate::http::query::Query;
 use crate::http::{reply, with_state};
 use crate::state::AppState;
 
 /// GET /v1/me/notifications?unread=true&cursor=&limit=: the caller's notifications,
 /// newest first.
-#[utoipa::path(get, path = "/v1/me/notifications", tag = "notifications", params(("unread" = Option<bool>, Query, description = "Only unread ones"), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)), responses((status = 200, description = "Notifications, newest first", body = crate::http::openapi::Page<super::Notification>), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/me/notifications", tag = "notifications", params(("unread" = Option<bool>, Query, description = "Only unread ones"), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)), responses((status = 200, description = "Notifications, newest first", body = crate::http::openapi::Page<super::Notification>), problems::Unauthorized, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn list(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "me" / "notifications")
         .and(warp::get())
@@ -55,7 +56,7 @@ async fn list_handler(caller: Caller, raw: &str, state: AppState) -> Result<Resp
 }
 
 /// POST /v1/me/notifications/{id}/read: marks one read (idempotent).
-#[utoipa::path(post, path = "/v1/me/notifications/{id}/read", tag = "notifications", params(("id" = uuid::Uuid, Path, description = "Notification id")), responses((status = 200, description = "Read", body = super::Notification), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/me/notifications/{id}/read", tag = "notifications", params(("id" = uuid::Uuid, Path, description = "Notification id")), responses((status = 200, description = "Read", body = super::Notification), problems::Unauthorized, problems::NotFound), security(("bearer" = [])))]
 pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "me" / "notifications" / Uuid / "read")
         .and(warp::post())

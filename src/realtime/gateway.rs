@@ -35,6 +35,7 @@ use crate::context::RequestContext;
 use crate::context::{Caller, Role};
 use crate::error::Error;
 use crate::http::edge::UpgradeSlot;
+use crate::http::openapi::problems;
 use crate::http::query::{self, Query};
 use crate::http::websocket::{self, Handshake, Socket, close};
 use crate::http::{reply, request_context, with_state};
@@ -46,7 +47,7 @@ const MAX_TOPICS: usize = 16;
 const REPLAY_BATCH: i64 = 500;
 
 /// POST /v1/ws/ticket: a single-use ticket for one WebSocket handshake.
-#[utoipa::path(post, path = "/v1/ws/ticket", tag = "realtime", responses((status = 201, description = "A ticket for `GET /v1/ws?ticket=…`, valid for CAREWIRE_WS_TICKET_TTL_SECS and usable once"), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/ws/ticket", tag = "realtime", responses((status = 201, description = "A ticket for `GET /v1/ws?ticket=…`, valid for CAREWIRE_WS_TICKET_TTL_SECS and usable once"), problems::Unauthorized), security(("bearer" = [])))]
 pub(crate) fn ticket(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "ws" / "ticket")
         .and(warp::post())

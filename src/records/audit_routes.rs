@@ -15,6 +15,7 @@ use crate::audit::{self, action, purpose, resource};
 use crate::context::RequestContext;
 use crate::context::{Caller, Role};
 use crate::error::Error;
+use crate::http::openapi::problems;
 use crate::http::query::{self, Query};
 use crate::http::{reply, request_context, with_state};
 use crate::state::AppState;
@@ -27,7 +28,7 @@ const SEARCH_PARAMS: &[&str] = &["patient", "actor", "action", "since", "until",
 
 /// GET /v1/admin/audit?patient=&actor=&action=&since=&until=&cursor=&limit=: audit
 /// events, newest first, 50 a page by default (at most 500).
-#[utoipa::path(get, path = "/v1/admin/audit", tag = "audit", params(("patient" = Option<uuid::Uuid>, Query), ("actor" = Option<uuid::Uuid>, Query), ("action" = Option<String>, Query), ("since" = Option<String>, Query, description = "RFC 3339"), ("until" = Option<String>, Query, description = "RFC 3339"), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1 to 500, default 50")), responses((status = 200, description = "Audit events, newest first", body = crate::http::openapi::Page<crate::audit::view::EventView>), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "audit", params(("patient" = Option<uuid::Uuid>, Query), ("actor" = Option<uuid::Uuid>, Query), ("action" = Option<String>, Query), ("since" = Option<String>, Query, description = "RFC 3339"), ("until" = Option<String>, Query, description = "RFC 3339"), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1 to 500, default 50")), responses((status = 200, description = "Audit events, newest first", body = crate::http::openapi::Page<crate::audit::view::EventView>), problems::Unauthorized, problems::Forbidden, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn admin_search(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "admin" / "audit")
         .and(warp::get())
@@ -115,7 +116,7 @@ struct AccessView {
 /// GET /v1/me/access-log?cursor=&limit=: who accessed the caller's patient record and
 /// when, newest first (the HIPAA accounting of disclosures). Only events about the
 /// caller's own record; reading it is itself recorded.
-#[utoipa::path(get, path = "/v1/me/access-log", tag = "audit", params(("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)), responses((status = 200, description = "Who accessed your record, newest first", body = crate::http::openapi::Page<AccessView>), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/me/access-log", tag = "audit", params(("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)), responses((status = 200, description = "Who accessed your record, newest first", body = crate::http::openapi::Page<AccessView>), problems::Unauthorized), security(("bearer" = [])))]
 pub(crate) fn me_access_log(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "me" / "access-log")
         .and(warp::get())

@@ -16,6 +16,7 @@ use crate::context::RequestContext;
 use crate::context::{Caller, Role};
 use crate::error::Error;
 use crate::http::etag::{self, IfMatch};
+use crate::http::openapi::problems;
 use crate::http::{body, reply, request_context, with_state};
 use crate::state::AppState;
 
@@ -77,7 +78,7 @@ fn authored(access: &Access, note: &NoteRow) -> Result<(), RecordsError> {
 }
 
 /// POST /v1/patients/{id}/notes: a provider starts a note (draft version 1).
-#[utoipa::path(post, path = "/v1/patients/{id}/notes", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id")), request_body = NewNote, responses((status = 201, description = "Draft version 1", body = super::notes::NoteView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/patients/{id}/notes", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id")), request_body = NewNote, responses((status = 201, description = "Draft version 1", body = super::notes::NoteView), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn create(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes")
         .and(warp::post())
@@ -102,7 +103,7 @@ pub(crate) fn create(state: &AppState) -> BoxedFilter<(Response,)> {
 }
 
 /// GET /v1/patients/{id}/notes: the patient's notes with their current content.
-#[utoipa::path(get, path = "/v1/patients/{id}/notes", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id")), responses((status = 200, description = "Notes with current content", body = crate::http::openapi::Items<super::notes::NoteView>), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/patients/{id}/notes", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id")), responses((status = 200, description = "Notes with current content", body = crate::http::openapi::Items<super::notes::NoteView>), problems::Unauthorized, problems::Forbidden, problems::NotFound), security(("bearer" = [])))]
 pub(crate) fn list(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes")
         .and(warp::get())
@@ -144,7 +145,7 @@ pub(crate) fn list(state: &AppState) -> BoxedFilter<(Response,)> {
 }
 
 /// GET /v1/patients/{id}/notes/{note_id}: one note, current content, with its ETag.
-#[utoipa::path(get, path = "/v1/patients/{id}/notes/{note_id}", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id"), ("note_id" = uuid::Uuid, Path, description = "Note id")), responses((status = 200, description = "The note", body = super::notes::NoteView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/patients/{id}/notes/{note_id}", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id"), ("note_id" = uuid::Uuid, Path, description = "Note id")), responses((status = 200, description = "The note", body = super::notes::NoteView), problems::Unauthorized, problems::Forbidden, problems::NotFound), security(("bearer" = [])))]
 pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes" / Uuid)
         .and(warp::get())
@@ -167,7 +168,7 @@ pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
 
 /// PUT /v1/patients/{id}/notes/{note_id}: the author edits a draft; the edit is a new
 /// version and the old one stays readable. Needs `If-Match`.
-#[utoipa::path(put, path = "/v1/patients/{id}/notes/{note_id}", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id"), ("note_id" = uuid::Uuid, Path, description = "Note id"), ("If-Match" = String, Header, description = "The ETag you read")), request_body = Content, responses((status = 200, description = "A new draft version", body = super::notes::NoteView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/patients/{id}/notes/{note_id}", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id"), ("note_id" = uuid::Uuid, Path, description = "Note id"), ("If-Match" = String, Header, description = "The ETag you read")), request_body = Content, responses((status = 200, description = "A new draft version", body = super::notes::NoteView), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::Conflict, problems::IfMatchRefused), security(("bearer" = [])))]
 pub(crate) fn edit(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes" / Uuid)
         .and(warp::put())
@@ -228,7 +229,7 @@ pub(crate) fn edit(state: &AppState) -> BoxedFilter<(Response,)> {
 
 /// GET /v1/patients/{id}/notes/{note_id}/versions: every version, oldest first
 /// (patients see the signed version and the amendments after it).
-#[utoipa::path(get, path = "/v1/patients/{id}/notes/{note_id}/versions", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id"), ("note_id" = uuid::Uuid, Path, description = "Note id")), responses((status = 200, description = "Every version", body = crate::http::openapi::Items<super::notes::VersionView>), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/patients/{id}/notes/{note_id}/versions", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id"), ("note_id" = uuid::Uuid, Path, description = "Note id")), responses((status = 200, description = "Every version", body = crate::http::openapi::Items<super::notes::VersionView>), problems::Unauthorized, problems::Forbidden, problems::NotFound), security(("bearer" = [])))]
 pub(crate) fn versions(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes" / Uuid / "versions")
         .and(warp::get())
@@ -263,7 +264,7 @@ pub(crate) fn versions(state: &AppState) -> BoxedFilter<(Response,)> {
 
 /// POST /v1/patients/{id}/notes/{note_id}/sign: the author signs the current draft,
 /// locking it. Needs `If-Match`, so what is signed is what was read.
-#[utoipa::path(post, path = "/v1/patients/{id}/notes/{note_id}/sign", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id"), ("note_id" = uuid::Uuid, Path, description = "Note id"), ("If-Match" = String, Header, description = "The ETag you read")), responses((status = 200, description = "Signed and locked", body = super::notes::NoteView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/patients/{id}/notes/{note_id}/sign", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id"), ("note_id" = uuid::Uuid, Path, description = "Note id"), ("If-Match" = String, Header, description = "The ETag you read")), responses((status = 200, description = "Signed and locked", body = super::notes::NoteView), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::Conflict, problems::IfMatchRefused), security(("bearer" = [])))]
 pub(crate) fn sign(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes" / Uuid / "sign")
         .and(warp::post())
@@ -317,7 +318,7 @@ pub(crate) fn sign(state: &AppState) -> BoxedFilter<(Response,)> {
 
 /// POST /v1/patients/{id}/notes/{note_id}/amendments: after signing, a provider with
 /// access adds an amendment: a new version, the signed one kept as it was.
-#[utoipa::path(post, path = "/v1/patients/{id}/notes/{note_id}/amendments", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id"), ("note_id" = uuid::Uuid, Path, description = "Note id")), request_body = Content, responses((status = 201, description = "The amendment (a new version)", body = super::notes::NoteView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/patients/{id}/notes/{note_id}/amendments", tag = "notes", params(("id" = uuid::Uuid, Path, description = "Patient id"), ("note_id" = uuid::Uuid, Path, description = "Note id")), request_body = Content, responses((status = 201, description = "The amendment (a new version)", body = super::notes::NoteView), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::Conflict), security(("bearer" = [])))]
 pub(crate) fn amend(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "notes" / Uuid / "amendments")
         .and(warp::post())

@@ -19,6 +19,7 @@ use crate::context::RequestContext;
 use crate::context::{Caller, Role};
 use crate::error::Error;
 use crate::http::etag::{self, IfMatch};
+use crate::http::openapi::problems;
 use crate::http::query::{self, Query};
 use crate::http::{body, reply, request_context, with_state};
 use crate::state::AppState;
@@ -43,7 +44,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
 
 /// POST /v1/patients: a patient creates their own record; a provider or admin creates
 /// one for a patient (who may have no account).
-#[utoipa::path(post, path = "/v1/patients", tag = "patients", request_body = Demographics, responses((status = 201, description = "Created", body = super::patients::PatientView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/patients", tag = "patients", request_body = Demographics, responses((status = 201, description = "Created", body = super::patients::PatientView), problems::Unauthorized, problems::Conflict, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn create(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients")
         .and(warp::post())
@@ -106,7 +107,7 @@ async fn create_handler(
 }
 
 /// GET /v1/patients/{id}: the profile (audited as a read of demographics).
-#[utoipa::path(get, path = "/v1/patients/{id}", tag = "patients", params(("id" = uuid::Uuid, Path, description = "Patient id")), responses((status = 200, description = "The profile (ETag: its version)", body = super::patients::PatientView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/patients/{id}", tag = "patients", params(("id" = uuid::Uuid, Path, description = "Patient id")), responses((status = 200, description = "The profile (ETag: its version)", body = super::patients::PatientView), problems::Unauthorized, problems::Forbidden, problems::NotFound), security(("bearer" = [])))]
 pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid)
         .and(warp::get())
@@ -143,7 +144,7 @@ pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
 }
 
 /// PATCH /v1/patients/{id}: a JSON merge patch of the profile; needs `If-Match`.
-#[utoipa::path(patch, path = "/v1/patients/{id}", tag = "patients", params(("id" = uuid::Uuid, Path, description = "Patient id"), ("If-Match" = String, Header, description = "The ETag you read")), request_body = Object, responses((status = 200, description = "Updated", body = super::patients::PatientView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/v1/patients/{id}", tag = "patients", params(("id" = uuid::Uuid, Path, description = "Patient id"), ("If-Match" = String, Header, description = "The ETag you read")), request_body = Object, responses((status = 200, description = "Updated", body = super::patients::PatientView), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::IfMatchRefused, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn update(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid)
         .and(warp::patch())
@@ -203,7 +204,7 @@ struct Match {
 
 /// GET /v1/patients?email=…|mrn=…|phone=…: exact match through the blind indexes
 /// (providers and admins). Each patient found is audited as a read.
-#[utoipa::path(get, path = "/v1/patients", tag = "patients", params(("email" = Option<String>, Query), ("mrn" = Option<String>, Query), ("phone" = Option<String>, Query)), responses((status = 200, description = "Exact matches", body = crate::http::openapi::Items<Match>), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/patients", tag = "patients", params(("email" = Option<String>, Query), ("mrn" = Option<String>, Query), ("phone" = Option<String>, Query)), responses((status = 200, description = "Exact matches", body = crate::http::openapi::Items<Match>), problems::Unauthorized, problems::Forbidden, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn search(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients")
         .and(warp::get())
@@ -302,7 +303,7 @@ struct BreakGlassRequest {
 
 /// POST /v1/patients/{id}/break-glass: a provider opens a record outside the care
 /// relationship, for `CAREWIRE_BREAK_GLASS_MINUTES`, stating why.
-#[utoipa::path(post, path = "/v1/patients/{id}/break-glass", tag = "patients", params(("id" = uuid::Uuid, Path, description = "Patient id")), request_body = BreakGlassRequest, responses((status = 201, description = "Emergency access granted", body = break_glass::Granted), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/patients/{id}/break-glass", tag = "patients", params(("id" = uuid::Uuid, Path, description = "Patient id")), request_body = BreakGlassRequest, responses((status = 201, description = "Emergency access granted", body = break_glass::Granted), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn open_break_glass(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid / "break-glass")
         .and(warp::post())
@@ -361,7 +362,7 @@ async fn open_break_glass_handler(
 }
 
 /// GET /v1/admin/break-glass?since=…&limit=…: grants to review, with their reasons.
-#[utoipa::path(get, path = "/v1/admin/break-glass", tag = "patients", params(("since" = Option<String>, Query), ("limit" = Option<i64>, Query)), responses((status = 200, description = "Grants with their reasons", body = crate::http::openapi::Items<break_glass::Review>), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/admin/break-glass", tag = "patients", params(("since" = Option<String>, Query), ("limit" = Option<i64>, Query)), responses((status = 200, description = "Grants with their reasons", body = crate::http::openapi::Items<break_glass::Review>), problems::Unauthorized, problems::Forbidden), security(("bearer" = [])))]
 pub(crate) fn review_break_glass(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "admin" / "break-glass")
         .and(warp::get())

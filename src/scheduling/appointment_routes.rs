@@ -25,6 +25,7 @@ use crate::context::RequestContext;
 use crate::context::{Caller, Role};
 use crate::error::Error;
 use crate::http::etag::{self, IfMatch};
+use crate::http::openapi::problems;
 use crate::http::query::{self, Query};
 use crate::http::{body, reply, request_context, with_state};
 use crate::state::AppState;
@@ -183,7 +184,7 @@ struct BookRequest {
 }
 
 /// POST /v1/appointments: hold or book a slot.
-#[utoipa::path(post, path = "/v1/appointments", tag = "appointments", params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), request_body = BookRequest, responses((status = 201, description = "Held (pending) or booked", body = super::appointments::AppointmentView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/appointments", tag = "appointments", params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), request_body = BookRequest, responses((status = 201, description = "Held (pending) or booked", body = super::appointments::AppointmentView), problems::Unauthorized, problems::Forbidden, problems::Conflict, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn create(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "appointments")
         .and(warp::post())
@@ -273,7 +274,7 @@ const LIST_PARAMS: &[&str] = &["provider", "patient", "status", "from", "to", "c
 
 /// GET /v1/appointments?provider=&patient=&status=&from=&to=&cursor=&limit=: the
 /// caller's appointments (all, for admins), by start time.
-#[utoipa::path(get, path = "/v1/appointments", tag = "appointments", params(("provider" = Option<uuid::Uuid>, Query), ("patient" = Option<uuid::Uuid>, Query), ("status" = Option<String>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)), responses((status = 200, description = "Appointments by start time", body = crate::http::openapi::Page<super::appointments::AppointmentView>), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/appointments", tag = "appointments", params(("provider" = Option<uuid::Uuid>, Query), ("patient" = Option<uuid::Uuid>, Query), ("status" = Option<String>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)), responses((status = 200, description = "Appointments by start time", body = crate::http::openapi::Page<super::appointments::AppointmentView>), problems::Unauthorized, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn list(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "appointments")
         .and(warp::get())
@@ -408,7 +409,7 @@ async fn list_handler(
 }
 
 /// GET /v1/appointments/{id}: one appointment, with its reason for visit; audited.
-#[utoipa::path(get, path = "/v1/appointments/{id}", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id")), responses((status = 200, description = "The appointment with its reason for visit", body = super::appointments::AppointmentView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/appointments/{id}", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id")), responses((status = 200, description = "The appointment with its reason for visit", body = super::appointments::AppointmentView), problems::Unauthorized, problems::NotFound), security(("bearer" = [])))]
 pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "appointments" / Uuid)
         .and(warp::get())
@@ -575,31 +576,31 @@ fn apply_change(
 }
 
 /// POST /v1/appointments/{id}/confirm: a hold or a proposal becomes booked.
-#[utoipa::path(post, path = "/v1/appointments/{id}/confirm", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), responses((status = 200, description = "Booked", body = super::appointments::AppointmentView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/appointments/{id}/confirm", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), responses((status = 200, description = "Booked", body = super::appointments::AppointmentView), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::Conflict, problems::IfMatchRefused), security(("bearer" = [])))]
 pub(crate) fn confirm(state: &AppState) -> BoxedFilter<(Response,)> {
     transition(state, "confirm", Transition::Confirm)
 }
 
 /// POST /v1/appointments/{id}/check-in: the patient has arrived.
-#[utoipa::path(post, path = "/v1/appointments/{id}/check-in", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), responses((status = 200, description = "Arrived", body = super::appointments::AppointmentView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/appointments/{id}/check-in", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), responses((status = 200, description = "Arrived", body = super::appointments::AppointmentView), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::Conflict, problems::IfMatchRefused), security(("bearer" = [])))]
 pub(crate) fn check_in(state: &AppState) -> BoxedFilter<(Response,)> {
     transition(state, "check-in", Transition::CheckIn)
 }
 
 /// POST /v1/appointments/{id}/no-show: the patient did not come (after the start).
-#[utoipa::path(post, path = "/v1/appointments/{id}/no-show", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), responses((status = 200, description = "Marked no-show", body = super::appointments::AppointmentView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/appointments/{id}/no-show", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), responses((status = 200, description = "Marked no-show", body = super::appointments::AppointmentView), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::Conflict, problems::IfMatchRefused), security(("bearer" = [])))]
 pub(crate) fn no_show(state: &AppState) -> BoxedFilter<(Response,)> {
     transition(state, "no-show", Transition::NoShow)
 }
 
 /// POST /v1/appointments/{id}/complete: the visit took place (staff).
-#[utoipa::path(post, path = "/v1/appointments/{id}/complete", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), responses((status = 200, description = "Fulfilled", body = super::appointments::AppointmentView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/appointments/{id}/complete", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), responses((status = 200, description = "Fulfilled", body = super::appointments::AppointmentView), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::Conflict, problems::IfMatchRefused), security(("bearer" = [])))]
 pub(crate) fn complete(state: &AppState) -> BoxedFilter<(Response,)> {
     transition(state, "complete", Transition::Complete)
 }
 
 /// POST /v1/appointments/{id}/entered-in-error: undo a record made by mistake (admins).
-#[utoipa::path(post, path = "/v1/appointments/{id}/entered-in-error", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), responses((status = 200, description = "Marked entered in error", body = super::appointments::AppointmentView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/appointments/{id}/entered-in-error", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), responses((status = 200, description = "Marked entered in error", body = super::appointments::AppointmentView), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::Conflict, problems::IfMatchRefused), security(("bearer" = [])))]
 pub(crate) fn entered_in_error(state: &AppState) -> BoxedFilter<(Response,)> {
     transition(state, "entered-in-error", Transition::EnteredInError)
 }
@@ -660,7 +661,7 @@ struct CancelRequest {
 
 /// POST /v1/appointments/{id}/cancel {reason}: patients within the type's cutoff;
 /// providers and admins at any time. Needs `If-Match`.
-#[utoipa::path(post, path = "/v1/appointments/{id}/cancel", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), request_body = CancelRequest, responses((status = 200, description = "Cancelled", body = super::appointments::AppointmentView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/appointments/{id}/cancel", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), request_body = CancelRequest, responses((status = 200, description = "Cancelled", body = super::appointments::AppointmentView), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::Conflict, problems::IfMatchRefused, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn cancel(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "appointments" / Uuid / "cancel")
         .and(warp::post())
@@ -720,7 +721,7 @@ struct RescheduleRequest {
 
 /// POST /v1/appointments/{id}/reschedule {starts_at}: moves it atomically (the new time
 /// is taken and the old freed together, or nothing changes). Needs `If-Match`.
-#[utoipa::path(post, path = "/v1/appointments/{id}/reschedule", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), request_body = RescheduleRequest, responses((status = 200, description = "Moved", body = super::appointments::AppointmentView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/appointments/{id}/reschedule", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), request_body = RescheduleRequest, responses((status = 200, description = "Moved", body = super::appointments::AppointmentView), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::Conflict, problems::IfMatchRefused, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn reschedule(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "appointments" / Uuid / "reschedule")
         .and(warp::post())

@@ -21,6 +21,7 @@ use crate::context::RequestContext;
 use crate::context::{Caller, Role};
 use crate::error::Error;
 use crate::http::etag::{self, IfMatch};
+use crate::http::openapi::problems;
 use crate::http::query::Query;
 use crate::http::{body, query, reply, request_context, with_state};
 use crate::outbox;
@@ -105,7 +106,7 @@ struct NewProvider {
 }
 
 /// POST /v1/providers: an admin gives a provider account its public profile.
-#[utoipa::path(post, path = "/v1/providers", tag = "providers", request_body = NewProvider, responses((status = 201, description = "Created", body = providers::Provider), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 409, description = "Conflicts with the current state", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/providers", tag = "providers", request_body = NewProvider, responses((status = 201, description = "Created", body = providers::Provider), problems::Unauthorized, problems::Forbidden, problems::Conflict, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn create_provider(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers")
         .and(warp::post())
@@ -155,7 +156,7 @@ pub(crate) fn list_providers(state: &AppState) -> BoxedFilter<(Response,)> {
 }
 
 /// GET /v1/providers/{id}: a provider's public profile.
-#[utoipa::path(get, path = "/v1/providers/{id}", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id")), responses((status = 200, description = "The profile", body = providers::Provider), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)))]
+#[utoipa::path(get, path = "/v1/providers/{id}", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id")), responses((status = 200, description = "The profile", body = providers::Provider), problems::NotFound))]
 pub(crate) fn get_provider(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid)
         .and(warp::get())
@@ -182,7 +183,7 @@ fn merge<T: Serialize + serde::de::DeserializeOwned>(
 
 /// PATCH /v1/providers/{id}: the provider (or an admin) edits the profile; needs
 /// `If-Match`.
-#[utoipa::path(patch, path = "/v1/providers/{id}", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id"), ("If-Match" = String, Header, description = "The ETag you read")), request_body = Object, responses((status = 200, description = "Updated", body = providers::Provider), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/v1/providers/{id}", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id"), ("If-Match" = String, Header, description = "The ETag you read")), request_body = Object, responses((status = 200, description = "Updated", body = providers::Provider), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::IfMatchRefused, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn update_provider(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid)
         .and(warp::patch())
@@ -244,7 +245,7 @@ pub(crate) fn update_provider(state: &AppState) -> BoxedFilter<(Response,)> {
 }
 
 /// GET /v1/providers/{id}/appointment-types: the types offered (active ones).
-#[utoipa::path(get, path = "/v1/providers/{id}/appointment-types", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id")), responses((status = 200, description = "Active types", body = crate::http::openapi::Items<providers::AppointmentType>), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)))]
+#[utoipa::path(get, path = "/v1/providers/{id}/appointment-types", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id")), responses((status = 200, description = "Active types", body = crate::http::openapi::Items<providers::AppointmentType>), problems::NotFound))]
 pub(crate) fn list_types(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid / "appointment-types")
         .and(warp::get())
@@ -263,7 +264,7 @@ pub(crate) fn list_types(state: &AppState) -> BoxedFilter<(Response,)> {
 }
 
 /// POST /v1/providers/{id}/appointment-types: a new type of appointment.
-#[utoipa::path(post, path = "/v1/providers/{id}/appointment-types", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id")), request_body = TypeInput, responses((status = 201, description = "Created", body = providers::AppointmentType), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/providers/{id}/appointment-types", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id")), request_body = TypeInput, responses((status = 201, description = "Created", body = providers::AppointmentType), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn create_type(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid / "appointment-types")
         .and(warp::post())
@@ -308,7 +309,7 @@ pub(crate) fn create_type(state: &AppState) -> BoxedFilter<(Response,)> {
 
 /// PATCH /v1/providers/{id}/appointment-types/{type_id}: edits a type (set `active`
 /// to false to stop offering it); needs `If-Match`.
-#[utoipa::path(patch, path = "/v1/providers/{id}/appointment-types/{type_id}", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id"), ("type_id" = uuid::Uuid, Path, description = "Appointment type id"), ("If-Match" = String, Header, description = "The ETag you read")), request_body = Object, responses((status = 200, description = "Updated", body = providers::AppointmentType), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 412, description = "If-Match is stale", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc), (status = 428, description = "If-Match is required", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/v1/providers/{id}/appointment-types/{type_id}", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id"), ("type_id" = uuid::Uuid, Path, description = "Appointment type id"), ("If-Match" = String, Header, description = "The ETag you read")), request_body = Object, responses((status = 200, description = "Updated", body = providers::AppointmentType), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::IfMatchRefused, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn update_type(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid / "appointment-types" / Uuid)
         .and(warp::patch())
@@ -374,7 +375,7 @@ pub(crate) fn update_type(state: &AppState) -> BoxedFilter<(Response,)> {
 }
 
 /// GET /v1/providers/{id}/availability: weekly hours and overrides.
-#[utoipa::path(get, path = "/v1/providers/{id}/availability", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id")), responses((status = 200, description = "Weekly hours and overrides", body = AvailabilityDoc), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/providers/{id}/availability", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id")), responses((status = 200, description = "Weekly hours and overrides", body = AvailabilityDoc), problems::Unauthorized, problems::Forbidden, problems::NotFound), security(("bearer" = [])))]
 pub(crate) fn get_availability(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid / "availability")
         .and(warp::get())
@@ -412,7 +413,7 @@ struct WeeklyInput {
 }
 
 /// PUT /v1/providers/{id}/availability/weekly: replaces the weekly hours.
-#[utoipa::path(put, path = "/v1/providers/{id}/availability/weekly", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id")), request_body = WeeklyInput, responses((status = 200, description = "Replaced"), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/providers/{id}/availability/weekly", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id")), request_body = WeeklyInput, responses((status = 200, description = "Replaced"), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn put_weekly(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid / "availability" / "weekly")
         .and(warp::put())
@@ -464,7 +465,7 @@ pub(crate) fn put_weekly(state: &AppState) -> BoxedFilter<(Response,)> {
 }
 
 /// POST /v1/providers/{id}/availability/overrides: extra hours or blocked time.
-#[utoipa::path(post, path = "/v1/providers/{id}/availability/overrides", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id")), request_body = OverrideInput, responses((status = 201, description = "Added", body = availability::OverrideView), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/providers/{id}/availability/overrides", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id")), request_body = OverrideInput, responses((status = 201, description = "Added", body = availability::OverrideView), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn add_override(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid / "availability" / "overrides")
         .and(warp::post())
@@ -496,7 +497,7 @@ pub(crate) fn add_override(state: &AppState) -> BoxedFilter<(Response,)> {
 }
 
 /// DELETE /v1/providers/{id}/availability/overrides/{override_id}
-#[utoipa::path(delete, path = "/v1/providers/{id}/availability/overrides/{override_id}", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id"), ("override_id" = uuid::Uuid, Path, description = "Override id")), responses((status = 204, description = "Removed"), (status = 401, description = "No valid access token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Not allowed", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/providers/{id}/availability/overrides/{override_id}", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id"), ("override_id" = uuid::Uuid, Path, description = "Override id")), responses((status = 204, description = "Removed"), problems::Unauthorized, problems::Forbidden, problems::NotFound), security(("bearer" = [])))]
 pub(crate) fn delete_override(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid / "availability" / "overrides" / Uuid)
         .and(warp::delete())
@@ -538,7 +539,7 @@ pub(crate) fn delete_override(state: &AppState) -> BoxedFilter<(Response,)> {
 
 /// GET /v1/providers/{id}/slots?type=&from=&to=: free slots for an appointment type, as
 /// UTC instants with the provider's local time; at most 62 days at once.
-#[utoipa::path(get, path = "/v1/providers/{id}/slots", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id"), ("type" = uuid::Uuid, Query, description = "Appointment type"), ("from" = Option<String>, Query, description = "RFC 3339; default now"), ("to" = Option<String>, Query, description = "RFC 3339; default from + 7 days; at most 62 days after from")), responses((status = 200, description = "Free slots", body = SlotsDoc), (status = 400, description = "Malformed request", body = crate::http::openapi::ProblemDoc), (status = 404, description = "Not found", body = crate::http::openapi::ProblemDoc), (status = 422, description = "Invalid input", body = crate::http::openapi::ProblemDoc)))]
+#[utoipa::path(get, path = "/v1/providers/{id}/slots", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id"), ("type" = uuid::Uuid, Query, description = "Appointment type"), ("from" = Option<String>, Query, description = "RFC 3339; default now"), ("to" = Option<String>, Query, description = "RFC 3339; default from + 7 days; at most 62 days after from")), responses((status = 200, description = "Free slots", body = SlotsDoc), problems::BadRequest, problems::NotFound, problems::Invalid))]
 pub(crate) fn slots(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid / "slots")
         .and(warp::get())
