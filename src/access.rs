@@ -57,3 +57,31 @@ async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Caller, 
     let token = crate::auth::bearer_token(header)?;
     state.auth.authenticate(&state.db, token).await
 }
+
+/// A JSON merge patch of a versioned resource: who asks, from where, the version
+/// they read (`If-Match`), and the members to change.
+#[derive(Debug)]
+pub struct Patch {
+    pub caller: Caller,
+    pub ctx: RequestContext,
+    pub if_match: crate::http::etag::IfMatch,
+    pub members: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The PATCH of a versioned resource, after the route's path: the caller (401), the
+/// request's origin, `If-Match` (428 without it) and a JSON object body.
+pub fn patch(state: &AppState) -> impl Filter<Extract = (Patch,), Error = Rejection> + Clone + use<> {
+    warp::patch()
+        .and(caller(state))
+        .and(crate::http::request_context())
+        .and(crate::http::etag::if_match())
+        .and(crate::http::body::json::<
+            serde_json::Map<String, serde_json::Value>,
+        >(state.settings.http.body_limit))
+        .map(|caller, ctx, if_match, members| Patch {
+            caller,
+            ctx,
+            if_match,
+            members,
+        })
+}

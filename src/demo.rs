@@ -89,28 +89,10 @@ fn availability_changed(
     Ok(())
 }
 
-/// Weekly hours that cover every minute: per day, 00:00–12:00 and 12:00–00:00 (an end
-/// not after its start runs to the next day). One window per day cannot do it: the API
-/// refuses a window whose end equals its start.
+/// Weekly hours that cover every minute: 00:00–00:00 every day (an end not after its
+/// start runs to the next day).
 pub fn weekly_hours() -> Vec<WindowInput> {
-    [
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-        "sunday",
-    ]
-    .into_iter()
-    .flat_map(|day| {
-        [("00:00", "12:00"), ("12:00", "00:00")].map(|(start, end)| WindowInput {
-            weekday: day.to_owned(),
-            start: start.to_owned(),
-            end: end.to_owned(),
-        })
-    })
-    .collect()
+    availability::every_day("00:00", "00:00")
 }
 
 /// The "Video visit" type.

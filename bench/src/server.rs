@@ -193,17 +193,5 @@ pub fn id_of(value: &Value) -> anyhow::Result<String> {
 /// The body of `PUT /v1/providers/{id}/availability/weekly` for a provider open
 /// 00:00–23:59 every day.
 pub fn all_day_hours() -> Value {
-    let windows: Vec<Value> = [
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-        "sunday",
-    ]
-    .iter()
-    .map(|day| json!({ "weekday": day, "start": "00:00", "end": "23:59" }))
-    .collect();
-    json!({ "windows": windows })
+    json!({ "windows": carewire::scheduling::availability::every_day("00:00", "23:59") })
 }

@@ -14,11 +14,12 @@ use super::access::Operation;
 use super::demographics::{Demographics, LegalName, normalize_mrn, normalize_phone};
 use super::patients::{self, Lookup};
 use super::{RecordsError, break_glass, fields, guarded};
+use crate::access::Patch;
 use crate::audit::{self, Code, DetailValue, action, purpose, resource};
 use crate::context::RequestContext;
 use crate::context::{Caller, Role};
 use crate::error::Error;
-use crate::http::etag::{self, IfMatch};
+use crate::http::etag;
 use crate::http::openapi::problems;
 use crate::http::query::{self, Query};
 use crate::http::{body, reply, request_context, with_state};
@@ -147,51 +148,43 @@ pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
 #[utoipa::path(patch, path = "/v1/patients/{id}", tag = "patients", params(("id" = uuid::Uuid, Path, description = "Patient id"), ("If-Match" = String, Header, description = "The ETag you read")), request_body = Object, responses((status = 200, description = "Updated", body = super::patients::PatientView), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::IfMatchRefused, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn update(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients" / Uuid)
-        .and(warp::patch())
-        .and(crate::access::caller(state))
-        .and(request_context())
-        .and(etag::if_match())
-        .and(body::json::<serde_json::Map<String, serde_json::Value>>(
-            state.settings.http.body_limit,
-        ))
+        .and(crate::access::patch(state))
         .and(with_state(state))
-        .then(
-            |id: Uuid,
-             caller: Caller,
-             ctx: RequestContext,
-             if_match: IfMatch,
-             patch: serde_json::Map<String, serde_json::Value>,
-             state: AppState| async move {
-                let result = guarded(
-                    &state,
-                    &ctx,
-                    caller,
-                    id,
-                    Operation::UpdateDemographics,
-                    fields::DEMOGRAPHICS,
-                    move |conn, state, access| {
-                        let expected = if_match.check(access.patient.version)?;
-                        let old = patients::open(&state.crypto, &access.patient)?;
-                        let new = old.patched(&patch)?;
-                        let row =
-                            patients::update(conn, &state.crypto, &access.patient, expected, &old, &new)?
-                                .ok_or(RecordsError::Other(Error::PreconditionFailed))?;
-                        audit::record(
-                            conn,
-                            &access
-                                .event(action::UPDATE, resource::PATIENT, fields::DEMOGRAPHICS)
-                                .resource(row.id),
-                        )?;
-                        Ok(patients::view(&row, new))
-                    },
-                )
-                .await;
-                reply::respond(
-                    result.map(|view| etag::with_etag(reply::json(StatusCode::OK, &view), view.version)),
-                )
-            },
-        )
+        .then(on_update)
         .boxed()
+}
+
+async fn on_update(id: Uuid, patch: Patch, state: AppState) -> Response {
+    let Patch {
+        caller,
+        ctx,
+        if_match,
+        members,
+    } = patch;
+    let result = guarded(
+        &state,
+        &ctx,
+        caller,
+        id,
+        Operation::UpdateDemographics,
+        fields::DEMOGRAPHICS,
+        move |conn, state, access| {
+            let expected = if_match.check(access.patient.version)?;
+            let old = patients::open(&state.crypto, &access.patient)?;
+            let new = old.patched(&members)?;
+            let row = patients::update(conn, &state.crypto, &access.patient, expected, &old, &new)?
+                .ok_or(RecordsError::Other(Error::PreconditionFailed))?;
+            audit::record(
+                conn,
+                &access
+                    .event(action::UPDATE, resource::PATIENT, fields::DEMOGRAPHICS)
+                    .resource(row.id),
+            )?;
+            Ok(patients::view(&row, new))
+        },
+    )
+    .await;
+    reply::respond(result.map(|view| etag::with_etag(reply::json(StatusCode::OK, &view), view.version)))
 }
 
 /// A search hit: just enough to tell patients apart.

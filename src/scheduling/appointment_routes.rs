@@ -527,25 +527,19 @@ fn type_of(conn: &mut PgConnection, row: &AppointmentRow) -> Result<providers::A
     providers::get_type(conn, row.provider_id, row.type_id)?.ok_or(Error::NotFound)
 }
 
-/// A status change the state machine allowed.
-struct StatusChange<'a> {
-    transition: Transition,
-    to: Status,
-    cancellation: Option<Cancellation<'a>>,
-}
-
+/// Asks the rules whether `transition` may happen to `row` now and, if so, writes it
+/// with its audit event (and the cancellation's who and why, for a cancellation).
 fn apply_change(
     conn: &mut PgConnection,
     state: &AppState,
     who: &Changer,
     row: &AppointmentRow,
-    change: StatusChange<'_>,
+    transition: Transition,
+    cancellation: Option<Cancellation<'_>>,
 ) -> Result<Answer, Failure> {
-    let StatusChange {
-        transition,
-        to,
-        cancellation,
-    } = change;
+    let kind = type_of(conn, row)?;
+    let to = rules::transition(&facts(row, &kind), transition, who.caller.role, state.clock.now())
+        .map_err(|refusal| refused(row, refusal))?;
     let updated = appointments::change_status(
         conn,
         &state.crypto,
@@ -629,25 +623,7 @@ async fn on_transition(
     let idem = request.idempotency(id, segment, &json!({}));
     request
         .run(&state, idem, id, move |conn, state, who, row| {
-            let kind = type_of(conn, &row)?;
-            let to = rules::transition(
-                &facts(&row, &kind),
-                transition,
-                who.caller.role,
-                state.clock.now(),
-            )
-            .map_err(|refusal| refused(&row, refusal))?;
-            apply_change(
-                conn,
-                state,
-                who,
-                &row,
-                StatusChange {
-                    transition,
-                    to,
-                    cancellation: None,
-                },
-            )
+            apply_change(conn, state, who, &row, transition, None)
         })
         .await
 }
@@ -680,14 +656,6 @@ async fn on_cancel(id: Uuid, request: ChangeRequest, input: CancelRequest, state
     let idem = request.idempotency(id, "cancel", &json!({ "reason": reason.as_str() }));
     request
         .run(&state, idem, id, move |conn, state, who, row| {
-            let kind = type_of(conn, &row)?;
-            let to = rules::transition(
-                &facts(&row, &kind),
-                Transition::Cancel,
-                who.caller.role,
-                state.clock.now(),
-            )
-            .map_err(|refusal| refused(&row, refusal))?;
             let code = match who.caller.role {
                 Role::Patient => "cancelled_by_patient",
                 Role::Provider => "cancelled_by_provider",
@@ -698,17 +666,7 @@ async fn on_cancel(id: Uuid, request: ChangeRequest, input: CancelRequest, state
                 reason: &reason,
                 by: who.caller.account_id,
             };
-            apply_change(
-                conn,
-                state,
-                who,
-                &row,
-                StatusChange {
-                    transition: Transition::Cancel,
-                    to,
-                    cancellation: Some(cancellation),
-                },
-            )
+            apply_change(conn, state, who, &row, Transition::Cancel, Some(cancellation))
         })
         .await
 }

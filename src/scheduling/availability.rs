@@ -32,6 +32,18 @@ const DAYS: [(&str, Weekday); 7] = [
     ("sunday", Weekday::Sun),
 ];
 
+/// The same window on every day of the week, as the API spells it. An `end` at or
+/// before `start` runs to the next day, so `00:00`–`00:00` is every minute.
+pub fn every_day(start: &str, end: &str) -> Vec<WindowInput> {
+    DAYS.iter()
+        .map(|(day, _)| WindowInput {
+            weekday: (*day).to_owned(),
+            start: start.to_owned(),
+            end: end.to_owned(),
+        })
+        .collect()
+}
+
 fn weekday_name(day: Weekday) -> &'static str {
     DAYS.iter().find(|(_, d)| *d == day).map_or("monday", |(n, _)| n)
 }

@@ -16,11 +16,12 @@ use warp::reply::Response;
 use super::appointments;
 use super::availability::{self, OverrideInput, WindowInput};
 use super::providers::{self, ProfileInput, TypeInput};
+use crate::access::Patch;
 use crate::audit::{self, Code, action, purpose};
 use crate::context::RequestContext;
 use crate::context::{Caller, Role};
 use crate::error::Error;
-use crate::http::etag::{self, IfMatch};
+use crate::http::etag;
 use crate::http::openapi::problems;
 use crate::http::query::Query;
 use crate::http::{body, query, reply, request_context, with_state};
@@ -74,6 +75,53 @@ async fn may_manage(
     )
     .resource(provider_id);
     Err(denial.refuse(&state.db, ctx, caller).await)
+}
+
+/// A change made to a provider's calendar (the profile, types, hours, overrides).
+struct Changed<T> {
+    value: T,
+    /// The resource changed, for the audit event.
+    id: Uuid,
+    /// Whether free slots may have changed (subscribers are told).
+    availability: bool,
+}
+
+/// Runs a change of `provider_id`'s calendar: refused and audited unless the caller
+/// manages it, before anything else is looked at (after which `work`, input checks
+/// included, runs in one transaction with the change's audit
+/// event, `action` on `resource`, and, when slots may have changed, the outbox event).
+async fn change_calendar<T, F>(
+    state: &AppState,
+    ctx: &RequestContext,
+    caller: &Caller,
+    provider_id: Uuid,
+    (action, resource): (Code, &'static str),
+    work: F,
+) -> Result<T, Error>
+where
+    F: FnOnce(&mut PgConnection) -> Result<Changed<T>, Error> + Send + 'static,
+    T: Send + 'static,
+{
+    may_manage(state, ctx, caller, provider_id).await?;
+    let (ctx, caller) = (ctx.clone(), *caller);
+    state
+        .db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                let changed = work(conn)?;
+                audit::record(conn, &config_event(&ctx, &caller, action, resource, changed.id))?;
+                if changed.availability {
+                    outbox::emit_for_provider(
+                        conn,
+                        outbox::kind::AVAILABILITY_CHANGED,
+                        provider_id,
+                        json!({ "provider_id": provider_id }),
+                    )?;
+                }
+                Ok(changed.value)
+            })
+        })
+        .await
 }
 
 fn config_event(
@@ -186,62 +234,45 @@ fn merge<T: Serialize + serde::de::DeserializeOwned>(
 #[utoipa::path(patch, path = "/v1/providers/{id}", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id"), ("If-Match" = String, Header, description = "The ETag you read")), request_body = Object, responses((status = 200, description = "Updated", body = providers::Provider), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::IfMatchRefused, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn update_provider(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid)
-        .and(warp::patch())
-        .and(crate::access::caller(state))
-        .and(request_context())
-        .and(etag::if_match())
-        .and(body::json::<serde_json::Map<String, serde_json::Value>>(
-            state.settings.http.body_limit,
-        ))
+        .and(crate::access::patch(state))
         .and(with_state(state))
-        .then(
-            |id: Uuid,
-             caller: Caller,
-             ctx: RequestContext,
-             if_match: IfMatch,
-             patch: serde_json::Map<String, serde_json::Value>,
-             state: AppState| async move {
-                let result = async {
-                    may_manage(&state, &ctx, &caller, id).await?;
-                    state
-                        .db
-                        .run(move |conn| {
-                            conn.transaction(|conn| {
-                                let current = provider_or_404(conn, id)?;
-                                let expected = if_match.check(current.version)?;
-                                let input = merge(
-                                    &ProfileInput {
-                                        display_name: current.display_name.clone(),
-                                        specialty: current.specialty.clone(),
-                                        time_zone: current.time_zone.clone(),
-                                        bio: current.bio.clone(),
-                                    },
-                                    &patch,
-                                )?
-                                .validated()?;
-                                let p = providers::update(conn, id, expected, &input)?;
-                                audit::record(
-                                    conn,
-                                    &config_event(&ctx, &caller, action::UPDATE, "provider", id),
-                                )?;
-                                if input.time_zone != current.time_zone {
-                                    outbox::emit_for_provider(
-                                        conn,
-                                        outbox::kind::AVAILABILITY_CHANGED,
-                                        id,
-                                        json!({ "provider_id": id }),
-                                    )?;
-                                }
-                                Ok::<_, Error>(p)
-                            })
-                        })
-                        .await
-                }
-                .await;
-                reply::respond(result.map(|p| etag::with_etag(reply::json(StatusCode::OK, &p), p.version)))
-            },
-        )
+        .then(on_update_provider)
         .boxed()
+}
+
+async fn on_update_provider(id: Uuid, patch: Patch, state: AppState) -> Response {
+    let Patch {
+        caller,
+        ctx,
+        if_match,
+        members,
+    } = patch;
+    let result = change_calendar(
+        &state,
+        &ctx,
+        &caller,
+        id,
+        (action::UPDATE, "provider"),
+        move |conn| {
+            let current = provider_or_404(conn, id)?;
+            let expected = if_match.check(current.version)?;
+            let profile = ProfileInput {
+                display_name: current.display_name.clone(),
+                specialty: current.specialty.clone(),
+                time_zone: current.time_zone.clone(),
+                bio: current.bio.clone(),
+            };
+            let input = merge(&profile, &members)?.validated()?;
+            Ok(Changed {
+                value: providers::update(conn, id, expected, &input)?,
+                id,
+                // Slots are computed in the provider's time zone.
+                availability: input.time_zone != current.time_zone,
+            })
+        },
+    )
+    .await;
+    reply::respond(result.map(|p| etag::with_etag(reply::json(StatusCode::OK, &p), p.version)))
 }
 
 /// GET /v1/providers/{id}/appointment-types: the types offered (active ones).
@@ -272,39 +303,36 @@ pub(crate) fn create_type(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(request_context())
         .and(body::json::<TypeInput>(state.settings.http.body_limit))
         .and(with_state(state))
-        .then(
-            |id: Uuid, caller: Caller, ctx: RequestContext, input: TypeInput, state: AppState| async move {
-                let result = async {
-                    may_manage(&state, &ctx, &caller, id).await?;
-                    let input = input.validated()?;
-                    state
-                        .db
-                        .run(move |conn| {
-                            conn.transaction(|conn| {
-                                provider_or_404(conn, id)?;
-                                let t = providers::create_type(conn, id, &input)?;
-                                audit::record(
-                                    conn,
-                                    &config_event(&ctx, &caller, action::CREATE, "appointment_type", t.id),
-                                )?;
-                                outbox::emit_for_provider(
-                                    conn,
-                                    outbox::kind::AVAILABILITY_CHANGED,
-                                    id,
-                                    json!({ "provider_id": id }),
-                                )?;
-                                Ok::<_, Error>(t)
-                            })
-                        })
-                        .await
-                }
-                .await;
-                reply::respond(
-                    result.map(|t| etag::with_etag(reply::json(StatusCode::CREATED, &t), t.version)),
-                )
-            },
-        )
+        .then(on_create_type)
         .boxed()
+}
+
+async fn on_create_type(
+    id: Uuid,
+    caller: Caller,
+    ctx: RequestContext,
+    input: TypeInput,
+    state: AppState,
+) -> Response {
+    let result = change_calendar(
+        &state,
+        &ctx,
+        &caller,
+        id,
+        (action::CREATE, "appointment_type"),
+        move |conn| {
+            let input = input.validated()?;
+            provider_or_404(conn, id)?;
+            let t = providers::create_type(conn, id, &input)?;
+            Ok(Changed {
+                id: t.id,
+                value: t,
+                availability: true,
+            })
+        },
+    )
+    .await;
+    reply::respond(result.map(|t| etag::with_etag(reply::json(StatusCode::CREATED, &t), t.version)))
 }
 
 /// PATCH /v1/providers/{id}/appointment-types/{type_id}: edits a type (set `active`
@@ -312,66 +340,52 @@ pub(crate) fn create_type(state: &AppState) -> BoxedFilter<(Response,)> {
 #[utoipa::path(patch, path = "/v1/providers/{id}/appointment-types/{type_id}", tag = "providers", params(("id" = uuid::Uuid, Path, description = "Provider id"), ("type_id" = uuid::Uuid, Path, description = "Appointment type id"), ("If-Match" = String, Header, description = "The ETag you read")), request_body = Object, responses((status = 200, description = "Updated", body = providers::AppointmentType), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::IfMatchRefused, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn update_type(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid / "appointment-types" / Uuid)
-        .and(warp::patch())
-        .and(crate::access::caller(state))
-        .and(request_context())
-        .and(etag::if_match())
-        .and(body::json::<serde_json::Map<String, serde_json::Value>>(
-            state.settings.http.body_limit,
-        ))
+        .and(crate::access::patch(state))
         .and(with_state(state))
-        .then(
-            |id: Uuid,
-             type_id: Uuid,
-             caller: Caller,
-             ctx: RequestContext,
-             if_match: IfMatch,
-             patch: serde_json::Map<String, serde_json::Value>,
-             state: AppState| async move {
-                let result = async {
-                    may_manage(&state, &ctx, &caller, id).await?;
-                    state
-                        .db
-                        .run(move |conn| {
-                            conn.transaction(|conn| {
-                                let t = providers::get_type(conn, id, type_id)?.ok_or(Error::NotFound)?;
-                                let expected = if_match.check(t.version)?;
-                                let reminder_offsets_minutes = t.reminder_offsets();
-                                let current = TypeInput {
-                                    name: t.name,
-                                    duration_minutes: t.duration_minutes,
-                                    buffer_before_minutes: t.buffer_before_minutes,
-                                    buffer_after_minutes: t.buffer_after_minutes,
-                                    modality: t.modality,
-                                    min_notice_minutes: t.min_notice_minutes,
-                                    booking_horizon_days: t.booking_horizon_days,
-                                    max_per_day: t.max_per_day,
-                                    cancellation_cutoff_minutes: t.cancellation_cutoff_minutes,
-                                    active: t.active,
-                                    reminder_offsets_minutes,
-                                };
-                                let input = merge(&current, &patch)?.validated()?;
-                                let updated = providers::update_type(conn, id, type_id, expected, &input)?;
-                                audit::record(
-                                    conn,
-                                    &config_event(&ctx, &caller, action::UPDATE, "appointment_type", type_id),
-                                )?;
-                                outbox::emit_for_provider(
-                                    conn,
-                                    outbox::kind::AVAILABILITY_CHANGED,
-                                    id,
-                                    json!({ "provider_id": id }),
-                                )?;
-                                Ok::<_, Error>(updated)
-                            })
-                        })
-                        .await
-                }
-                .await;
-                reply::respond(result.map(|t| etag::with_etag(reply::json(StatusCode::OK, &t), t.version)))
-            },
-        )
+        .then(on_update_type)
         .boxed()
+}
+
+async fn on_update_type(id: Uuid, type_id: Uuid, patch: Patch, state: AppState) -> Response {
+    let Patch {
+        caller,
+        ctx,
+        if_match,
+        members,
+    } = patch;
+    let result = change_calendar(
+        &state,
+        &ctx,
+        &caller,
+        id,
+        (action::UPDATE, "appointment_type"),
+        move |conn| {
+            let t = providers::get_type(conn, id, type_id)?.ok_or(Error::NotFound)?;
+            let expected = if_match.check(t.version)?;
+            let reminder_offsets_minutes = t.reminder_offsets();
+            let current = TypeInput {
+                name: t.name,
+                duration_minutes: t.duration_minutes,
+                buffer_before_minutes: t.buffer_before_minutes,
+                buffer_after_minutes: t.buffer_after_minutes,
+                modality: t.modality,
+                min_notice_minutes: t.min_notice_minutes,
+                booking_horizon_days: t.booking_horizon_days,
+                max_per_day: t.max_per_day,
+                cancellation_cutoff_minutes: t.cancellation_cutoff_minutes,
+                active: t.active,
+                reminder_offsets_minutes,
+            };
+            let input = merge(&current, &members)?.validated()?;
+            Ok(Changed {
+                value: providers::update_type(conn, id, type_id, expected, &input)?,
+                id: type_id,
+                availability: true,
+            })
+        },
+    )
+    .await;
+    reply::respond(result.map(|t| etag::with_etag(reply::json(StatusCode::OK, &t), t.version)))
 }
 
 /// GET /v1/providers/{id}/availability: weekly hours and overrides.
@@ -421,47 +435,46 @@ pub(crate) fn put_weekly(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(request_context())
         .and(body::json::<WeeklyInput>(state.settings.http.body_limit))
         .and(with_state(state))
-        .then(
-            |id: Uuid, caller: Caller, ctx: RequestContext, input: WeeklyInput, state: AppState| async move {
-                let result = async {
-                    may_manage(&state, &ctx, &caller, id).await?;
-                    if input.windows.len() > 100 {
-                        return Err(Error::validation("windows", "at most 100 windows"));
-                    }
-                    let windows = input
-                        .windows
-                        .iter()
-                        .enumerate()
-                        .map(|(i, w)| w.parse(i))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    state
-                        .db
-                        .run(move |conn| {
-                            conn.transaction(|conn| {
-                                provider_or_404(conn, id)?;
-                                availability::replace_weekly(conn, id, &windows)?;
-                                audit::record(
-                                    conn,
-                                    &config_event(&ctx, &caller, action::UPDATE, "availability", id),
-                                )?;
-                                outbox::emit_for_provider(
-                                    conn,
-                                    outbox::kind::AVAILABILITY_CHANGED,
-                                    id,
-                                    json!({ "provider_id": id }),
-                                )?;
-                                let weekly: Vec<WindowInput> =
-                                    windows.iter().map(WindowInput::from_window).collect();
-                                Ok::<_, Error>(json!({ "weekly": weekly }))
-                            })
-                        })
-                        .await
-                }
-                .await;
-                reply::respond(result.map(|body| reply::json(StatusCode::OK, &body)))
-            },
-        )
+        .then(on_put_weekly)
         .boxed()
+}
+
+async fn on_put_weekly(
+    id: Uuid,
+    caller: Caller,
+    ctx: RequestContext,
+    input: WeeklyInput,
+    state: AppState,
+) -> Response {
+    // Input is checked once the caller may manage the calendar (inside the change).
+    let result = change_calendar(
+        &state,
+        &ctx,
+        &caller,
+        id,
+        (action::UPDATE, "availability"),
+        move |conn| {
+            if input.windows.len() > 100 {
+                return Err(Error::validation("windows", "at most 100 windows"));
+            }
+            let windows = input
+                .windows
+                .iter()
+                .enumerate()
+                .map(|(i, w)| w.parse(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            provider_or_404(conn, id)?;
+            availability::replace_weekly(conn, id, &windows)?;
+            let weekly: Vec<WindowInput> = windows.iter().map(WindowInput::from_window).collect();
+            Ok(Changed {
+                value: json!({ "weekly": weekly }),
+                id,
+                availability: true,
+            })
+        },
+    )
+    .await;
+    reply::respond(result.map(|body| reply::json(StatusCode::OK, &body)))
 }
 
 /// POST /v1/providers/{id}/availability/overrides: extra hours or blocked time.
@@ -473,27 +486,36 @@ pub(crate) fn add_override(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(request_context())
         .and(body::json::<OverrideInput>(state.settings.http.body_limit))
         .and(with_state(state))
-        .then(|id: Uuid, caller: Caller, ctx: RequestContext, input: OverrideInput, state: AppState| async move {
-            let result = async {
-                may_manage(&state, &ctx, &caller, id).await?;
-                let o = input.parse()?;
-                state
-                    .db
-                    .run(move |conn| {
-                        conn.transaction(|conn| {
-                            provider_or_404(conn, id)?;
-                            let view = availability::add_override(conn, id, &o)?;
-                            audit::record(conn, &config_event(&ctx, &caller, action::CREATE, "availability", view.id))?;
-                            outbox::emit_for_provider(conn, outbox::kind::AVAILABILITY_CHANGED, id, json!({ "provider_id": id }))?;
-                            Ok::<_, Error>(view)
-                        })
-                    })
-                    .await
-            }
-            .await;
-            reply::respond(result.map(|view| reply::json(StatusCode::CREATED, &view)))
-        })
+        .then(on_add_override)
         .boxed()
+}
+
+async fn on_add_override(
+    id: Uuid,
+    caller: Caller,
+    ctx: RequestContext,
+    input: OverrideInput,
+    state: AppState,
+) -> Response {
+    let result = change_calendar(
+        &state,
+        &ctx,
+        &caller,
+        id,
+        (action::CREATE, "availability"),
+        move |conn| {
+            let o = input.parse()?;
+            provider_or_404(conn, id)?;
+            let view = availability::add_override(conn, id, &o)?;
+            Ok(Changed {
+                id: view.id,
+                value: view,
+                availability: true,
+            })
+        },
+    )
+    .await;
+    reply::respond(result.map(|view| reply::json(StatusCode::CREATED, &view)))
 }
 
 /// DELETE /v1/providers/{id}/availability/overrides/{override_id}
@@ -504,37 +526,36 @@ pub(crate) fn delete_override(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(crate::access::caller(state))
         .and(request_context())
         .and(with_state(state))
-        .then(
-            |id: Uuid, override_id: Uuid, caller: Caller, ctx: RequestContext, state: AppState| async move {
-                let result = async {
-                    may_manage(&state, &ctx, &caller, id).await?;
-                    state
-                        .db
-                        .run(move |conn| {
-                            conn.transaction(|conn| {
-                                if !availability::delete_override(conn, id, override_id)? {
-                                    return Err(Error::NotFound);
-                                }
-                                audit::record(
-                                    conn,
-                                    &config_event(&ctx, &caller, action::DELETE, "availability", override_id),
-                                )?;
-                                outbox::emit_for_provider(
-                                    conn,
-                                    outbox::kind::AVAILABILITY_CHANGED,
-                                    id,
-                                    json!({ "provider_id": id }),
-                                )?;
-                                Ok(())
-                            })
-                        })
-                        .await
-                }
-                .await;
-                reply::respond(result.map(|()| reply::empty(StatusCode::NO_CONTENT)))
-            },
-        )
+        .then(on_delete_override)
         .boxed()
+}
+
+async fn on_delete_override(
+    id: Uuid,
+    override_id: Uuid,
+    caller: Caller,
+    ctx: RequestContext,
+    state: AppState,
+) -> Response {
+    let result = change_calendar(
+        &state,
+        &ctx,
+        &caller,
+        id,
+        (action::DELETE, "availability"),
+        move |conn| {
+            if !availability::delete_override(conn, id, override_id)? {
+                return Err(Error::NotFound);
+            }
+            Ok(Changed {
+                value: (),
+                id: override_id,
+                availability: true,
+            })
+        },
+    )
+    .await;
+    reply::respond(result.map(|()| reply::empty(StatusCode::NO_CONTENT)))
 }
 
 /// GET /v1/providers/{id}/slots?type=&from=&to=: free slots for an appointment type, as

@@ -37,18 +37,7 @@ pub async fn provider_with_profile(app: &TestApp, admin: &User, zone: &str) -> U
 }
 
 pub async fn set_weekly(app: &TestApp, provider: &User, start: &str, end: &str) {
-    let windows: Vec<Value> = [
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-        "sunday",
-    ]
-    .iter()
-    .map(|d| json!({ "weekday": d, "start": start, "end": end }))
-    .collect();
+    let windows = carewire::scheduling::availability::every_day(start, end);
     let res = app
         .request(
             Method::PUT,
