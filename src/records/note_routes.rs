@@ -178,53 +178,93 @@ pub(crate) fn edit(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(body::json::<Content>(state.settings.http.body_limit))
         .and(with_state(state))
         .then(
-            |patient_id: Uuid,
-             note_id: Uuid,
-             caller: Caller,
-             ctx: RequestContext,
-             if_match: IfMatch,
-             input: Content,
-             state: AppState| async move {
-                let result = async {
-                    let content = input.validated()?;
-                    guarded(
-                        &state,
-                        &ctx,
-                        caller,
-                        patient_id,
-                        Operation::WriteNotes,
-                        fields::NOTES,
-                        move |conn, state, access| {
-                            let note = visible(access, notes::load(conn, patient_id, note_id)?)?;
-                            authored(access, &note)?;
-                            if note.is_signed() {
-                                return Err(RecordsError::Other(Error::conflict(
-                                    "note_signed",
-                                    "the note is signed; add an amendment instead",
-                                )));
-                            }
-                            if_match.check(note.current_version)?;
-                            let (note, _) = notes::add_version(
-                                conn,
-                                &state.crypto,
-                                &note,
-                                "draft",
-                                caller.account_id,
-                                &content,
-                            )?;
-                            audit::record(conn, &note_event(access, action::UPDATE, note.id))?;
-                            Ok(notes::view(note, content))
-                        },
-                    )
-                    .await
-                }
-                .await;
-                reply::respond(
-                    result.map(|view| etag::with_etag(reply::json(StatusCode::OK, &view), view.version)),
-                )
+            |patient_id, note_id, caller, ctx, if_match, input, state| async move {
+                let target = (patient_id, note_id);
+                revise(target, Revision::Draft(if_match), caller, ctx, input, state).await
             },
         )
         .boxed()
+}
+
+/// How a note gets a new version.
+#[derive(Debug, Clone, Copy)]
+enum Revision {
+    /// Its author edits the draft, at the version they read.
+    Draft(IfMatch),
+    /// A provider with access amends the signed note.
+    Amendment,
+}
+
+impl Revision {
+    /// Whether this revision may be made to `note` by the holder of `access`.
+    fn allowed(self, access: &Access, note: &NoteRow) -> Result<(), RecordsError> {
+        match self {
+            Revision::Draft(if_match) => {
+                authored(access, note)?;
+                if note.is_signed() {
+                    return Err(RecordsError::Other(Error::conflict(
+                        "note_signed",
+                        "the note is signed; add an amendment instead",
+                    )));
+                }
+                if_match.check(note.current_version)?;
+            }
+            Revision::Amendment if !note.is_signed() => {
+                return Err(RecordsError::Other(Error::conflict(
+                    "note_not_signed",
+                    "only a signed note takes amendments; edit the draft instead",
+                )));
+            }
+            Revision::Amendment => {}
+        }
+        Ok(())
+    }
+}
+
+/// Adds a version to a note (a draft edit: 200; an amendment: 201), with its audit
+/// event, once the rules of [`Revision::allowed`] and of access allow it.
+async fn revise(
+    (patient_id, note_id): (Uuid, Uuid),
+    revision: Revision,
+    caller: Caller,
+    ctx: RequestContext,
+    input: Content,
+    state: AppState,
+) -> Response {
+    let result = async {
+        let content = input.validated()?;
+        guarded(
+            &state,
+            &ctx,
+            caller,
+            patient_id,
+            Operation::WriteNotes,
+            fields::NOTES,
+            move |conn, state, access| {
+                let note = visible(access, notes::load(conn, patient_id, note_id)?)?;
+                revision.allowed(access, &note)?;
+                let (kind, event) = match revision {
+                    Revision::Draft(_) => ("draft", note_event(access, action::UPDATE, note.id)),
+                    Revision::Amendment => (
+                        "amendment",
+                        note_event(access, action::UPDATE, note.id)
+                            .detail(Code::new("change"), DetailValue::Code(Code::new("amended"))),
+                    ),
+                };
+                let (note, _) =
+                    notes::add_version(conn, &state.crypto, &note, kind, caller.account_id, &content)?;
+                audit::record(conn, &event)?;
+                Ok(notes::view(note, content))
+            },
+        )
+        .await
+    }
+    .await;
+    let status = match revision {
+        Revision::Draft(_) => StatusCode::OK,
+        Revision::Amendment => StatusCode::CREATED,
+    };
+    reply::respond(result.map(|view| etag::with_etag(reply::json(status, &view), view.version)))
 }
 
 /// GET /v1/patients/{id}/notes/{note_id}/versions: every version, oldest first
@@ -326,53 +366,16 @@ pub(crate) fn amend(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(request_context())
         .and(body::json::<Content>(state.settings.http.body_limit))
         .and(with_state(state))
-        .then(
-            |patient_id: Uuid,
-             note_id: Uuid,
-             caller: Caller,
-             ctx: RequestContext,
-             input: Content,
-             state: AppState| async move {
-                let result = async {
-                    let content = input.validated()?;
-                    guarded(
-                        &state,
-                        &ctx,
-                        caller,
-                        patient_id,
-                        Operation::WriteNotes,
-                        fields::NOTES,
-                        move |conn, state, access| {
-                            let note = visible(access, notes::load(conn, patient_id, note_id)?)?;
-                            if !note.is_signed() {
-                                return Err(RecordsError::Other(Error::conflict(
-                                    "note_not_signed",
-                                    "only a signed note takes amendments; edit the draft instead",
-                                )));
-                            }
-                            let (note, _) = notes::add_version(
-                                conn,
-                                &state.crypto,
-                                &note,
-                                "amendment",
-                                caller.account_id,
-                                &content,
-                            )?;
-                            audit::record(
-                                conn,
-                                &note_event(access, action::UPDATE, note.id)
-                                    .detail(Code::new("change"), DetailValue::Code(Code::new("amended"))),
-                            )?;
-                            Ok(notes::view(note, content))
-                        },
-                    )
-                    .await
-                }
-                .await;
-                reply::respond(
-                    result.map(|view| etag::with_etag(reply::json(StatusCode::CREATED, &view), view.version)),
-                )
-            },
-        )
+        .then(|patient_id, note_id, caller, ctx, input, state| async move {
+            revise(
+                (patient_id, note_id),
+                Revision::Amendment,
+                caller,
+                ctx,
+                input,
+                state,
+            )
+            .await
+        })
         .boxed()
 }
