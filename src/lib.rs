@@ -28,8 +28,10 @@
 //! The services every feature uses:
 //!
 //! - [`audit`]: recording audit events in the caller's transaction (through the
-//!   connection or [`db::Db`]), the sealer that chains and checkpoints them, and
-//!   verification (the model and the chain live in the `carewire-audit` crate).
+//!   connection or [`db::Db`]), the one refusal path ([`audit::Denial`]: every denied
+//!   access is recorded and answered through it), the sealer that chains and
+//!   checkpoints them, and verification (the model and the chain live in the
+//!   `carewire-audit` crate).
 //! - [`outbox`]: the events every change writes, in its transaction.
 //! - [`auth`]: passwords, access and refresh tokens, sessions, login throttling,
 //!   WebSocket tickets; who a token stands for.
