@@ -24,7 +24,6 @@ use anyhow::Context;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use secrecy::SecretString;
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::accounts::{self, Email};
@@ -80,12 +79,7 @@ fn availability_changed(
     provider_id: Uuid,
 ) -> anyhow::Result<()> {
     audit::record(conn, &event(action, Code::new(resource), purpose::OPERATIONS, id))?;
-    outbox::emit_for_provider(
-        conn,
-        outbox::kind::AVAILABILITY_CHANGED,
-        provider_id,
-        json!({ "provider_id": provider_id }),
-    )?;
+    outbox::availability_changed(conn, provider_id)?;
     Ok(())
 }
 

@@ -92,6 +92,17 @@ pub fn emit_for_provider(
         .get_result(conn)
 }
 
+/// Records that a provider's free slots may have changed (hours, overrides, types,
+/// time zone): subscribers of the provider's slots look again.
+pub fn availability_changed(conn: &mut PgConnection, provider_id: uuid::Uuid) -> QueryResult<i64> {
+    emit_for_provider(
+        conn,
+        kind::AVAILABILITY_CHANGED,
+        provider_id,
+        serde_json::json!({ "provider_id": provider_id }),
+    )
+}
+
 /// Records an event for one account only.
 pub fn emit_for_account(
     conn: &mut PgConnection,

@@ -111,12 +111,7 @@ where
                 let changed = work(conn)?;
                 audit::record(conn, &config_event(&ctx, &caller, action, resource, changed.id))?;
                 if changed.availability {
-                    outbox::emit_for_provider(
-                        conn,
-                        outbox::kind::AVAILABILITY_CHANGED,
-                        provider_id,
-                        json!({ "provider_id": provider_id }),
-                    )?;
+                    outbox::availability_changed(conn, provider_id)?;
                 }
                 Ok(changed.value)
             })
