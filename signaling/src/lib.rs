@@ -75,7 +75,7 @@ pub use protocol::{
     ClientBody, ClientMessage, ClosedReason, GuestRole, LeaveReason, MessageId, PROTOCOL_VERSION, Phase,
     Role, Seat, ServerFrame, ServerMessage,
 };
-pub use rate::RateLimit;
+pub use rate::{RateLimit, TokenBucket};
 pub use room::{
     AuditAction, AuditRecord, Claim, CloseReason, ConnId, Identity, Input, Output, RequestedStatus, Room,
     RoomConfig, SeatView,

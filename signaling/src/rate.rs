@@ -24,8 +24,10 @@ impl RateLimit {
     };
 }
 
+/// The tokens a connection has left. The server's `/v1/ws` gateway uses the same
+/// bucket for its client messages, with its own limit and an origin of its choosing.
 #[derive(Debug, Clone)]
-pub(crate) struct TokenBucket {
+pub struct TokenBucket {
     /// Thousandths of a token.
     milli_tokens: u64,
     last: Millis,
@@ -34,7 +36,7 @@ pub(crate) struct TokenBucket {
 const COST: u64 = 1000;
 
 impl TokenBucket {
-    pub(crate) fn full(limit: RateLimit, now: Millis) -> TokenBucket {
+    pub fn full(limit: RateLimit, now: Millis) -> TokenBucket {
         TokenBucket {
             milli_tokens: u64::from(limit.burst) * COST,
             last: now,
@@ -42,7 +44,7 @@ impl TokenBucket {
     }
 
     /// Takes a token if there is one.
-    pub(crate) fn try_take(&mut self, limit: RateLimit, now: Millis) -> bool {
+    pub fn try_take(&mut self, limit: RateLimit, now: Millis) -> bool {
         let elapsed_ms = now.as_millis().saturating_sub(self.last.as_millis());
         // `per_second` tokens a second is `per_second` thousandths a millisecond.
         let refill = elapsed_ms.saturating_mul(u64::from(limit.per_second));

@@ -11,7 +11,6 @@
 
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
-use http::header::HeaderMap;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -29,10 +28,9 @@ use crate::audit::{self, Code};
 use crate::context::Caller;
 use crate::context::RequestContext;
 use crate::error::Error;
-use crate::http::edge::UpgradeSlot;
 use crate::http::openapi::problems;
-use crate::http::query::{self, Query};
-use crate::http::websocket::{self, Handshake, Socket, close};
+use crate::http::query::Query;
+use crate::http::websocket::{self, Socket, Upgrade, close};
 use crate::http::{reply, request_context, with_state};
 use crate::realtime::hub::Closing;
 use crate::scheduling::appointments;
@@ -42,21 +40,11 @@ use crate::scheduling::appointments;
 pub(crate) fn socket(state: &ConsultState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "consultations" / Uuid)
         .and(warp::get())
-        .and(warp::header::headers_cloned())
-        .and(warp::ext::optional::<UpgradeSlot>())
-        .and(request_context())
-        .and(query::raw())
+        .and(websocket::upgrade())
         .and(with_state(state))
-        .then(
-            |appointment: Uuid,
-             headers: HeaderMap,
-             slot: Option<UpgradeSlot>,
-             ctx: RequestContext,
-             raw: String,
-             state: ConsultState| async move {
-                reply::respond(handshake(appointment, headers, slot, ctx, &raw, state).await)
-            },
-        )
+        .then(|appointment, upgrade, state| async move {
+            reply::respond(handshake(appointment, upgrade, state).await)
+        })
         .boxed()
 }
 
@@ -102,17 +90,9 @@ fn ice_for(state: &ConsultState, user: &str) -> Result<Vec<IceServer>, Error> {
     })
 }
 
-async fn handshake(
-    appointment: Uuid,
-    headers: HeaderMap,
-    slot: Option<UpgradeSlot>,
-    ctx: RequestContext,
-    raw: &str,
-    state: ConsultState,
-) -> Result<Response, Error> {
-    let handshake = Handshake::parse(&headers, slot.as_ref(), "GET /v1/consultations/{id}")?;
-    websocket::check_origin(&state, &headers)?;
-    let query = Query::parse(raw, &["ticket", "guest"])?;
+async fn handshake(appointment: Uuid, upgrade: Upgrade, state: ConsultState) -> Result<Response, Error> {
+    let handshake = upgrade.check(&state, "GET /v1/consultations/{id}")?;
+    let query = Query::parse(&upgrade.query, &["ticket", "guest"])?;
     let (knock, caller) = match query.str("guest") {
         Some(token) if !token.is_empty() && token.len() <= 512 => (
             Knock::Guest {
@@ -140,9 +120,14 @@ async fn handshake(
     // Frames up to the protocol's 128 KiB reach the room (which answers `BAD_MESSAGE`
     // for more); tungstenite cuts anything past the setting with 1009 before buffering.
     let config = websocket::config(state.settings.consult.max_message_bytes);
-    websocket::accept(&handshake, slot, PROTOCOL_VERSION, config, move |socket| {
-        enter(socket, state, ctx, appointment, knock, caller)
-    })
+    let ctx = upgrade.ctx;
+    websocket::accept(
+        &handshake,
+        upgrade.slot,
+        PROTOCOL_VERSION,
+        config,
+        move |socket| enter(socket, state, ctx, appointment, knock, caller),
+    )
 }
 
 /// Loads the appointment and asks [`admission::admit`]. The outer error is the

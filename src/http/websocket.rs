@@ -90,6 +90,41 @@ impl Handshake {
     }
 }
 
+/// A WebSocket upgrade request as a socket route receives it: the headers, the
+/// upgrade the edge kept for it, where it came from, and the raw query string.
+#[derive(Debug)]
+pub struct Upgrade {
+    pub headers: HeaderMap,
+    pub slot: Option<UpgradeSlot>,
+    pub ctx: crate::context::RequestContext,
+    pub query: String,
+}
+
+/// The parts of a socket route's request after its path and method.
+pub fn upgrade() -> impl warp::Filter<Extract = (Upgrade,), Error = warp::Rejection> + Clone {
+    use warp::Filter;
+    warp::header::headers_cloned()
+        .and(warp::ext::optional::<UpgradeSlot>())
+        .and(crate::http::request_context())
+        .and(crate::http::query::raw())
+        .map(|headers, slot, ctx, query| Upgrade {
+            headers,
+            slot,
+            ctx,
+            query,
+        })
+}
+
+impl Upgrade {
+    /// Checks the handshake (400 unless it asks for a version-13 WebSocket at
+    /// `endpoint`) and then the origin (403).
+    pub fn check(&self, state: &AppState, endpoint: &str) -> Result<Handshake, Error> {
+        let handshake = Handshake::parse(&self.headers, self.slot.as_ref(), endpoint)?;
+        check_origin(state, &self.headers)?;
+        Ok(handshake)
+    }
+}
+
 /// 403 for a browser page from a site that is neither in `CAREWIRE_CORS_ORIGINS` nor
 /// this host itself: cross-site WebSocket hijacking rides on the victim's cookies and
 /// tickets, and browsers do not apply CORS to WebSockets.

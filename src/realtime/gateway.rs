@@ -15,9 +15,9 @@
 
 use std::time::Instant;
 
+use carewire_signaling::{Millis, RateLimit, TokenBucket};
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
-use http::header::HeaderMap;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::{self, Message};
 use warp::Filter;
@@ -34,11 +34,10 @@ use crate::auth::tickets;
 use crate::context::RequestContext;
 use crate::context::{Caller, Role};
 use crate::error::Error;
-use crate::http::edge::UpgradeSlot;
 use crate::http::openapi::problems;
-use crate::http::query::{self, Query};
-use crate::http::websocket::{self, Handshake, Socket, close};
-use crate::http::{reply, request_context, with_state};
+use crate::http::query::Query;
+use crate::http::websocket::{self, Socket, Upgrade, close};
+use crate::http::{reply, with_state};
 use crate::state::AppState;
 
 /// The most topics one connect may name.
@@ -77,20 +76,9 @@ pub(crate) fn ticket(state: &AppState) -> BoxedFilter<(Response,)> {
 pub(crate) fn ws(state: &RealtimeState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "ws")
         .and(warp::get())
-        .and(warp::header::headers_cloned())
-        .and(warp::ext::optional::<UpgradeSlot>())
-        .and(request_context())
-        .and(query::raw())
+        .and(websocket::upgrade())
         .and(with_state(state))
-        .then(
-            |headers: HeaderMap,
-             slot: Option<UpgradeSlot>,
-             ctx: RequestContext,
-             raw: String,
-             state: RealtimeState| async move {
-                reply::respond(handshake(headers, slot, ctx, &raw, state).await)
-            },
-        )
+        .then(|upgrade, state| async move { reply::respond(handshake(upgrade, state).await) })
         .boxed()
 }
 
@@ -125,16 +113,9 @@ fn parse_request(raw: &str) -> Result<Request, Error> {
     })
 }
 
-async fn handshake(
-    headers: HeaderMap,
-    slot: Option<UpgradeSlot>,
-    ctx: RequestContext,
-    raw: &str,
-    state: RealtimeState,
-) -> Result<Response, Error> {
-    let handshake = Handshake::parse(&headers, slot.as_ref(), "GET /v1/ws")?;
-    websocket::check_origin(&state, &headers)?;
-    let request = parse_request(raw)?;
+async fn handshake(upgrade: Upgrade, state: RealtimeState) -> Result<Response, Error> {
+    let handshake = upgrade.check(&state, "GET /v1/ws")?;
+    let request = parse_request(&upgrade.query)?;
     let caller = websocket::authenticate(&state, &handshake, request.ticket.as_deref(), PROTOCOL).await?;
     let account_id = caller.account_id;
     let patient_id = match caller.role {
@@ -153,41 +134,41 @@ async fn handshake(
         patient_id,
     };
     let config = websocket::config(state.settings.realtime.max_message_bytes);
-    websocket::accept(&handshake, slot, PROTOCOL, config, move |socket| {
+    let ctx = upgrade.ctx;
+    websocket::accept(&handshake, upgrade.slot, PROTOCOL, config, move |socket| {
         serve(socket, state, ctx, identity, request)
     })
 }
 
-/// A token bucket for client messages.
+/// The budget for client messages: the signaling crate's token bucket, with a burst
+/// of twice the rate per second, plus a count of the messages dropped in a row (too
+/// many and the socket closes).
 #[derive(Debug)]
 struct Bucket {
-    tokens: f64,
-    capacity: f64,
-    per_sec: f64,
-    at: Instant,
-    /// Messages dropped in a row; too many and the socket closes.
+    tokens: TokenBucket,
+    limit: RateLimit,
+    /// The bucket's time origin: when the connection opened.
+    opened: Instant,
     dropped: u32,
 }
 
 impl Bucket {
     fn new(per_sec: u32) -> Bucket {
-        let capacity = f64::from(per_sec) * 2.0;
+        let limit = RateLimit {
+            burst: per_sec.saturating_mul(2),
+            per_second: per_sec,
+        };
         Bucket {
-            tokens: capacity,
-            capacity,
-            per_sec: f64::from(per_sec),
-            at: Instant::now(),
+            tokens: TokenBucket::full(limit, Millis::from_millis(0)),
+            limit,
+            opened: Instant::now(),
             dropped: 0,
         }
     }
 
     fn take(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.per_sec).min(self.capacity);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let now = Millis::from_millis(u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX));
+        if self.tokens.try_take(self.limit, now) {
             self.dropped = 0;
             true
         } else {
