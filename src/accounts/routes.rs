@@ -56,42 +56,42 @@ pub(crate) fn me(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(crate::access::caller(state))
         .and(request_context())
         .and(with_state(state))
-        .then(
-            |caller: Caller, ctx: RequestContext, state: AppState| async move {
-                reply::respond(
-                    state
-                        .with_db(move |conn, state| {
-                            conn.transaction(|conn| {
-                                let account = super::find(conn, caller.account_id)?;
-                                let event = audit::event(
-                                    &ctx,
-                                    audit::actor(&caller),
-                                    audit::action::READ,
-                                    audit::resource::ACCOUNT,
-                                    audit::purpose::PATIENT_REQUEST,
-                                )
-                                .resource(account.id);
-                                audit::record(conn, &event)?;
-                                // Only a patient has a record of their own, and only a
-                                // provider a profile: one query at most.
-                                let (patient_id, provider_id) = match account.role()? {
-                                    Role::Patient => (super::patient_id(conn, account.id)?, None),
-                                    Role::Provider => (None, super::provider_id(conn, account.id)?),
-                                    Role::Admin => (None, None),
-                                };
-                                Ok::<_, Error>(MeView {
-                                    account: super::view(&state.crypto, &account)?,
-                                    patient_id,
-                                    provider_id,
-                                })
-                            })
-                        })
-                        .await
-                        .map(|view| reply::json(StatusCode::OK, &view)),
-                )
-            },
-        )
+        .then(on_me)
         .boxed()
+}
+
+async fn on_me(caller: Caller, ctx: RequestContext, state: AppState) -> Response {
+    reply::respond(
+        state
+            .with_db(move |conn, state| {
+                conn.transaction(|conn| {
+                    let account = super::find(conn, caller.account_id)?;
+                    let event = audit::event(
+                        &ctx,
+                        audit::actor(&caller),
+                        audit::action::READ,
+                        audit::resource::ACCOUNT,
+                        audit::purpose::PATIENT_REQUEST,
+                    )
+                    .resource(account.id);
+                    audit::record(conn, &event)?;
+                    // Only a patient has a record of their own, and only a
+                    // provider a profile: one query at most.
+                    let (patient_id, provider_id) = match account.role()? {
+                        Role::Patient => (super::patient_id(conn, account.id)?, None),
+                        Role::Provider => (None, super::provider_id(conn, account.id)?),
+                        Role::Admin => (None, None),
+                    };
+                    Ok::<_, Error>(MeView {
+                        account: super::view(&state.crypto, &account)?,
+                        patient_id,
+                        provider_id,
+                    })
+                })
+            })
+            .await
+            .map(|view| reply::json(StatusCode::OK, &view)),
+    )
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -115,12 +115,12 @@ pub(crate) fn create_user(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(request_context())
         .and(body::json::<CreateUser>(state.settings.http.body_limit))
         .and(with_state(state))
-        .then(
-            |admin: Caller, ctx: RequestContext, input: CreateUser, state: AppState| async move {
-                reply::respond(create_user_handler(admin, ctx, input, state).await)
-            },
-        )
+        .then(on_create_user)
         .boxed()
+}
+
+async fn on_create_user(admin: Caller, ctx: RequestContext, input: CreateUser, state: AppState) -> Response {
+    reply::respond(create_user_handler(admin, ctx, input, state).await)
 }
 
 async fn create_user_handler(
@@ -182,31 +182,31 @@ pub(crate) fn get_user(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(crate::access::with_role(state, ADMINS))
         .and(request_context())
         .and(with_state(state))
-        .then(
-            |id: Uuid, admin: Caller, ctx: RequestContext, state: AppState| async move {
-                reply::respond(
-                    state
-                        .with_db(move |conn, state| {
-                            conn.transaction(|conn| {
-                                let account = super::find(conn, id)?;
-                                let event = audit::event(
-                                    &ctx,
-                                    audit::actor(&admin),
-                                    audit::action::READ,
-                                    audit::resource::ACCOUNT,
-                                    audit::purpose::SYSTEM_ADMINISTRATION,
-                                )
-                                .resource(id);
-                                audit::record(conn, &event)?;
-                                super::view(&state.crypto, &account)
-                            })
-                        })
-                        .await
-                        .map(|view| reply::json(StatusCode::OK, &view)),
-                )
-            },
-        )
+        .then(on_get_user)
         .boxed()
+}
+
+async fn on_get_user(id: Uuid, admin: Caller, ctx: RequestContext, state: AppState) -> Response {
+    reply::respond(
+        state
+            .with_db(move |conn, state| {
+                conn.transaction(|conn| {
+                    let account = super::find(conn, id)?;
+                    let event = audit::event(
+                        &ctx,
+                        audit::actor(&admin),
+                        audit::action::READ,
+                        audit::resource::ACCOUNT,
+                        audit::purpose::SYSTEM_ADMINISTRATION,
+                    )
+                    .resource(id);
+                    audit::record(conn, &event)?;
+                    super::view(&state.crypto, &account)
+                })
+            })
+            .await
+            .map(|view| reply::json(StatusCode::OK, &view)),
+    )
 }
 
 /// POST /v1/admin/users/{id}/disable: disables an account and ends its sessions at
@@ -219,12 +219,12 @@ pub(crate) fn disable_user(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(crate::access::with_role(state, ADMINS))
         .and(request_context())
         .and(with_state(state))
-        .then(
-            |id: Uuid, admin: Caller, ctx: RequestContext, state: AppState| async move {
-                reply::respond(disable_handler(id, admin, ctx, state).await)
-            },
-        )
+        .then(on_disable_user)
         .boxed()
+}
+
+async fn on_disable_user(id: Uuid, admin: Caller, ctx: RequestContext, state: AppState) -> Response {
+    reply::respond(disable_handler(id, admin, ctx, state).await)
 }
 
 async fn disable_handler(

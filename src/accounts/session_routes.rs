@@ -86,12 +86,12 @@ pub(crate) fn register(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(request_context())
         .and(body::json::<Credentials>(state.settings.http.body_limit))
         .and(with_state(state))
-        .then(
-            |ctx: RequestContext, input: Credentials, state: AppState| async move {
-                reply::respond(register_handler(ctx, input, state).await)
-            },
-        )
+        .then(on_register)
         .boxed()
+}
+
+async fn on_register(ctx: RequestContext, input: Credentials, state: AppState) -> Response {
+    reply::respond(register_handler(ctx, input, state).await)
 }
 
 async fn register_handler(
@@ -138,12 +138,12 @@ pub(crate) fn login(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(request_context())
         .and(body::json::<Credentials>(state.settings.http.body_limit))
         .and(with_state(state))
-        .then(
-            |ctx: RequestContext, input: Credentials, state: AppState| async move {
-                reply::respond(login_handler(ctx, input, state).await)
-            },
-        )
+        .then(on_login)
         .boxed()
+}
+
+async fn on_login(ctx: RequestContext, input: Credentials, state: AppState) -> Response {
+    reply::respond(login_handler(ctx, input, state).await)
 }
 
 async fn login_handler(ctx: RequestContext, input: Credentials, state: AppState) -> Result<Response, Error> {
@@ -242,12 +242,12 @@ pub(crate) fn refresh(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(request_context())
         .and(body::json::<RefreshRequest>(state.settings.http.body_limit))
         .and(with_state(state))
-        .then(
-            |ctx: RequestContext, input: RefreshRequest, state: AppState| async move {
-                reply::respond(refresh_handler(ctx, input, state).await)
-            },
-        )
+        .then(on_refresh)
         .boxed()
+}
+
+async fn on_refresh(ctx: RequestContext, input: RefreshRequest, state: AppState) -> Response {
+    reply::respond(refresh_handler(ctx, input, state).await)
 }
 
 async fn refresh_handler(
@@ -330,32 +330,32 @@ pub(crate) fn logout(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(crate::access::caller(state))
         .and(request_context())
         .and(with_state(state))
-        .then(
-            |caller: Caller, ctx: RequestContext, state: AppState| async move {
-                let session_id = caller.session_id;
-                let result = state
-                    .db
-                    .run(move |conn| {
-                        conn.transaction(|conn| {
-                            sessions::revoke(conn, session_id, RevokeReason::Logout)?;
-                            let event = audit::event(
-                                &ctx,
-                                audit::actor(&caller),
-                                audit::action::LOGOUT,
-                                audit::resource::SESSION,
-                                audit::purpose::SYSTEM_ADMINISTRATION,
-                            )
-                            .resource(session_id);
-                            audit::record(conn, &event)
-                        })
-                    })
-                    .await;
-                reply::respond(result.map(|()| {
-                    state.auth.sessions.ended([session_id]);
-                    tracing::info!(account.id = %caller.account_id, session.id = %session_id, "signed out");
-                    reply::empty(StatusCode::NO_CONTENT)
-                }))
-            },
-        )
+        .then(on_logout)
         .boxed()
+}
+
+async fn on_logout(caller: Caller, ctx: RequestContext, state: AppState) -> Response {
+    let session_id = caller.session_id;
+    let result = state
+        .db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                sessions::revoke(conn, session_id, RevokeReason::Logout)?;
+                let event = audit::event(
+                    &ctx,
+                    audit::actor(&caller),
+                    audit::action::LOGOUT,
+                    audit::resource::SESSION,
+                    audit::purpose::SYSTEM_ADMINISTRATION,
+                )
+                .resource(session_id);
+                audit::record(conn, &event)
+            })
+        })
+        .await;
+    reply::respond(result.map(|()| {
+        state.auth.sessions.ended([session_id]);
+        tracing::info!(account.id = %caller.account_id, session.id = %session_id, "signed out");
+        reply::empty(StatusCode::NO_CONTENT)
+    }))
 }

@@ -57,29 +57,34 @@ pub(crate) fn ice_servers(state: &ConsultState) -> BoxedFilter<(Response,)> {
         .and(crate::access::caller(state))
         .and(request_context())
         .and(with_state(state))
-        .then(
-            |appointment: Uuid, caller: Caller, ctx: RequestContext, state: ConsultState| async move {
-                let result = async {
-                    let knock = Knock::Account {
-                        id: caller.account_id,
-                        role: caller.role,
-                    };
-                    match decide(&state, appointment, knock).await? {
-                        Ok(_) => {
-                            let servers = ice_for(&state, &caller.account_id.to_string())?;
-                            Ok(reply::json(StatusCode::OK, &json!({ "ice_servers": servers })))
-                        }
-                        Err(refusal) => {
-                            deny(&state, &ctx, Some(&caller), appointment, &refusal).await;
-                            Err(Error::NotFound)
-                        }
-                    }
-                }
-                .await;
-                reply::respond(result)
-            },
-        )
+        .then(on_ice_servers)
         .boxed()
+}
+
+async fn on_ice_servers(
+    appointment: Uuid,
+    caller: Caller,
+    ctx: RequestContext,
+    state: ConsultState,
+) -> Response {
+    let result = async {
+        let knock = Knock::Account {
+            id: caller.account_id,
+            role: caller.role,
+        };
+        match decide(&state, appointment, knock).await? {
+            Ok(_) => {
+                let servers = ice_for(&state, &caller.account_id.to_string())?;
+                Ok(reply::json(StatusCode::OK, &json!({ "ice_servers": servers })))
+            }
+            Err(refusal) => {
+                deny(&state, &ctx, Some(&caller), appointment, &refusal).await;
+                Err(Error::NotFound)
+            }
+        }
+    }
+    .await;
+    reply::respond(result)
 }
 
 fn ice_for(state: &ConsultState, user: &str) -> Result<Vec<IceServer>, Error> {

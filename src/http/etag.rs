@@ -20,6 +20,17 @@ pub fn with_etag(mut res: Response, version: i32) -> Response {
     res
 }
 
+/// A resource with a version, sent with its ETag.
+pub trait Versioned {
+    fn version(&self) -> i32;
+}
+
+/// `value` as JSON with `status` and its ETag: every read or change of a versioned
+/// resource answers this way, so the next change can send `If-Match`.
+pub fn json<T: serde::Serialize + Versioned>(status: http::StatusCode, value: &T) -> Response {
+    with_etag(crate::http::reply::json(status, value), value.version())
+}
+
 /// What `If-Match` asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IfMatch {

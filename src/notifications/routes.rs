@@ -24,10 +24,12 @@ pub(crate) fn list(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(crate::access::caller(state))
         .and(crate::http::query::raw())
         .and(with_state(state))
-        .then(|caller: Caller, raw: String, state: AppState| async move {
-            reply::respond(list_handler(caller, &raw, state).await)
-        })
+        .then(on_list)
         .boxed()
+}
+
+async fn on_list(caller: Caller, raw: String, state: AppState) -> Response {
+    reply::respond(list_handler(caller, &raw, state).await)
 }
 
 async fn list_handler(caller: Caller, raw: &str, state: AppState) -> Result<Response, Error> {
@@ -62,13 +64,15 @@ pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(crate::access::caller(state))
         .and(with_state(state))
-        .then(|id: Uuid, caller: Caller, state: AppState| async move {
-            let result = state
-                .db
-                .run(move |conn| super::mark_read(conn, caller.account_id, id)?.ok_or(Error::NotFound))
-                .await
-                .map(|n| reply::json(StatusCode::OK, &view(&n)));
-            reply::respond(result)
-        })
+        .then(on_read)
         .boxed()
+}
+
+async fn on_read(id: Uuid, caller: Caller, state: AppState) -> Response {
+    let result = state
+        .db
+        .run(move |conn| super::mark_read(conn, caller.account_id, id)?.ok_or(Error::NotFound))
+        .await
+        .map(|n| reply::json(StatusCode::OK, &view(&n)));
+    reply::respond(result)
 }

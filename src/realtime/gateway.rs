@@ -52,23 +52,25 @@ pub(crate) fn ticket(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(crate::access::caller(state))
         .and(with_state(state))
-        .then(|caller: Caller, state: AppState| async move {
-            let ttl = state.settings.realtime.ticket_ttl;
-            let expires_at =
-                chrono::Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(30));
-            let result = state
-                .db
-                .run(move |conn| tickets::issue(conn, &caller, expires_at))
-                .await
-                .map(|ticket| {
-                    reply::json(
-                        StatusCode::CREATED,
-                        &json!({ "ticket": ticket, "expires_at": expires_at, "expires_in": ttl.as_secs() }),
-                    )
-                });
-            reply::respond(result)
-        })
+        .then(on_ticket)
         .boxed()
+}
+
+async fn on_ticket(caller: Caller, state: AppState) -> Response {
+    let ttl = state.settings.realtime.ticket_ttl;
+    let expires_at =
+        chrono::Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(30));
+    let result = state
+        .db
+        .run(move |conn| tickets::issue(conn, &caller, expires_at))
+        .await
+        .map(|ticket| {
+            reply::json(
+                StatusCode::CREATED,
+                &json!({ "ticket": ticket, "expires_at": expires_at, "expires_in": ttl.as_secs() }),
+            )
+        });
+    reply::respond(result)
 }
 
 /// GET /v1/ws?ticket=&resume_from=&topics=: the WebSocket (protocol `carewire.v1`).

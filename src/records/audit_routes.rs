@@ -36,12 +36,12 @@ pub(crate) fn admin_search(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(request_context())
         .and(query::raw())
         .and(with_state(state))
-        .then(
-            |admin: Caller, ctx: RequestContext, raw: String, state: AppState| async move {
-                reply::respond(admin_search_handler(admin, ctx, &raw, state).await)
-            },
-        )
+        .then(on_admin_search)
         .boxed()
+}
+
+async fn on_admin_search(admin: Caller, ctx: RequestContext, raw: String, state: AppState) -> Response {
+    reply::respond(admin_search_handler(admin, ctx, &raw, state).await)
 }
 
 async fn admin_search_handler(
@@ -124,12 +124,12 @@ pub(crate) fn me_access_log(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(request_context())
         .and(query::raw())
         .and(with_state(state))
-        .then(
-            |caller: Caller, ctx: RequestContext, raw: String, state: AppState| async move {
-                reply::respond(access_log_handler(caller, ctx, &raw, state).await)
-            },
-        )
+        .then(on_me_access_log)
         .boxed()
+}
+
+async fn on_me_access_log(caller: Caller, ctx: RequestContext, raw: String, state: AppState) -> Response {
+    reply::respond(access_log_handler(caller, ctx, &raw, state).await)
 }
 
 async fn access_log_handler(

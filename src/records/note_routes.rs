@@ -86,20 +86,43 @@ pub(crate) fn create(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(request_context())
         .and(body::json::<NewNote>(state.settings.http.body_limit))
         .and(with_state(state))
-        .then(|patient_id: Uuid, caller: Caller, ctx: RequestContext, input: NewNote, state: AppState| async move {
-            let result = async {
-                let content = input.content.validated()?;
-                guarded(&state, &ctx, caller, patient_id, Operation::WriteNotes, fields::NOTES, move |conn, state, access| {
-                    let (note, _) = notes::create(conn, &state.crypto, patient_id, caller.account_id, input.appointment_id, &content)?;
-                    audit::record(conn, &note_event(access, action::CREATE, note.id))?;
-                    Ok(notes::view(note, content))
-                })
-                .await
-            }
-            .await;
-            reply::respond(result.map(|view| etag::with_etag(reply::json(StatusCode::CREATED, &view), view.version)))
-        })
+        .then(on_create)
         .boxed()
+}
+
+async fn on_create(
+    patient_id: Uuid,
+    caller: Caller,
+    ctx: RequestContext,
+    input: NewNote,
+    state: AppState,
+) -> Response {
+    let result = async {
+        let content = input.content.validated()?;
+        guarded(
+            &state,
+            &ctx,
+            caller,
+            patient_id,
+            Operation::WriteNotes,
+            fields::NOTES,
+            move |conn, state, access| {
+                let (note, _) = notes::create(
+                    conn,
+                    &state.crypto,
+                    patient_id,
+                    caller.account_id,
+                    input.appointment_id,
+                    &content,
+                )?;
+                audit::record(conn, &note_event(access, action::CREATE, note.id))?;
+                Ok(notes::view(note, content))
+            },
+        )
+        .await
+    }
+    .await;
+    reply::respond(result.map(|view| etag::json(StatusCode::CREATED, &view)))
 }
 
 /// GET /v1/patients/{id}/notes: the patient's notes with their current content.
@@ -110,38 +133,36 @@ pub(crate) fn list(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(crate::access::caller(state))
         .and(request_context())
         .and(with_state(state))
-        .then(
-            |patient_id: Uuid, caller: Caller, ctx: RequestContext, state: AppState| async move {
-                let result = guarded(
-                    &state,
-                    &ctx,
-                    caller,
-                    patient_id,
-                    Operation::ReadNotes,
-                    fields::NOTES,
-                    move |conn, state, access| {
-                        let rows = notes::list(conn, patient_id, access.grant.own_record)?;
-                        let mut views = Vec::with_capacity(rows.len());
-                        for (note, version) in rows {
-                            let content = notes::open(&state.crypto, &version)?;
-                            views.push(notes::view(note, content));
-                        }
-                        audit::record(
-                            conn,
-                            &access
-                                .event(action::READ, resource::NOTE, fields::NOTES)
-                                .detail(Code::new("results"), DetailValue::Count(views.len() as i64)),
-                        )?;
-                        Ok(views)
-                    },
-                )
-                .await;
-                reply::respond(
-                    result.map(|items| reply::json(StatusCode::OK, &serde_json::json!({ "items": items }))),
-                )
-            },
-        )
+        .then(on_list)
         .boxed()
+}
+
+async fn on_list(patient_id: Uuid, caller: Caller, ctx: RequestContext, state: AppState) -> Response {
+    let result = guarded(
+        &state,
+        &ctx,
+        caller,
+        patient_id,
+        Operation::ReadNotes,
+        fields::NOTES,
+        move |conn, state, access| {
+            let rows = notes::list(conn, patient_id, access.grant.own_record)?;
+            let mut views = Vec::with_capacity(rows.len());
+            for (note, version) in rows {
+                let content = notes::open(&state.crypto, &version)?;
+                views.push(notes::view(note, content));
+            }
+            audit::record(
+                conn,
+                &access
+                    .event(action::READ, resource::NOTE, fields::NOTES)
+                    .detail(Code::new("results"), DetailValue::Count(views.len() as i64)),
+            )?;
+            Ok(views)
+        },
+    )
+    .await;
+    reply::respond(result.map(|items| reply::json(StatusCode::OK, &serde_json::json!({ "items": items }))))
 }
 
 /// GET /v1/patients/{id}/notes/{note_id}: one note, current content, with its ETag.
@@ -152,18 +173,34 @@ pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(crate::access::caller(state))
         .and(request_context())
         .and(with_state(state))
-        .then(|patient_id: Uuid, note_id: Uuid, caller: Caller, ctx: RequestContext, state: AppState| async move {
-            let result = guarded(&state, &ctx, caller, patient_id, Operation::ReadNotes, fields::NOTES, move |conn, state, access| {
-                let note = visible(access, notes::load(conn, patient_id, note_id)?)?;
-                let version = notes::version(conn, note.id, note.current_version)?;
-                let content = notes::open(&state.crypto, &version)?;
-                audit::record(conn, &note_event(access, action::READ, note.id))?;
-                Ok(notes::view(note, content))
-            })
-            .await;
-            reply::respond(result.map(|view| etag::with_etag(reply::json(StatusCode::OK, &view), view.version)))
-        })
+        .then(on_read)
         .boxed()
+}
+
+async fn on_read(
+    patient_id: Uuid,
+    note_id: Uuid,
+    caller: Caller,
+    ctx: RequestContext,
+    state: AppState,
+) -> Response {
+    let result = guarded(
+        &state,
+        &ctx,
+        caller,
+        patient_id,
+        Operation::ReadNotes,
+        fields::NOTES,
+        move |conn, state, access| {
+            let note = visible(access, notes::load(conn, patient_id, note_id)?)?;
+            let version = notes::version(conn, note.id, note.current_version)?;
+            let content = notes::open(&state.crypto, &version)?;
+            audit::record(conn, &note_event(access, action::READ, note.id))?;
+            Ok(notes::view(note, content))
+        },
+    )
+    .await;
+    reply::respond(result.map(|view| etag::json(StatusCode::OK, &view)))
 }
 
 /// PUT /v1/patients/{id}/notes/{note_id}: the author edits a draft; the edit is a new
@@ -264,7 +301,7 @@ async fn revise(
         Revision::Draft(_) => StatusCode::OK,
         Revision::Amendment => StatusCode::CREATED,
     };
-    reply::respond(result.map(|view| etag::with_etag(reply::json(status, &view), view.version)))
+    reply::respond(result.map(|view| etag::json(status, &view)))
 }
 
 /// GET /v1/patients/{id}/notes/{note_id}/versions: every version, oldest first
@@ -276,30 +313,52 @@ pub(crate) fn versions(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(crate::access::caller(state))
         .and(request_context())
         .and(with_state(state))
-        .then(|patient_id: Uuid, note_id: Uuid, caller: Caller, ctx: RequestContext, state: AppState| async move {
-            let result = guarded(&state, &ctx, caller, patient_id, Operation::ReadNotes, fields::NOTES, move |conn, state, access| {
-                let note = visible(access, notes::load(conn, patient_id, note_id)?)?;
-                let mut rows: Vec<VersionRow> = notes::versions(conn, note.id)?;
-                if access.grant.own_record {
-                    // The last draft is the version that was signed; earlier drafts were
-                    // work in progress.
-                    let signed = rows.iter().filter(|v| v.kind == "draft").map(|v| v.version).max().unwrap_or(0);
-                    rows.retain(|v| v.version >= signed);
-                }
-                let mut views = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    views.push(notes::version_view(row, notes::open(&state.crypto, row)?));
-                }
-                audit::record(
-                    conn,
-                    &note_event(access, action::READ, note.id).detail(Code::new("versions"), DetailValue::Count(views.len() as i64)),
-                )?;
-                Ok(views)
-            })
-            .await;
-            reply::respond(result.map(|items| reply::json(StatusCode::OK, &serde_json::json!({ "items": items }))))
-        })
+        .then(on_versions)
         .boxed()
+}
+
+async fn on_versions(
+    patient_id: Uuid,
+    note_id: Uuid,
+    caller: Caller,
+    ctx: RequestContext,
+    state: AppState,
+) -> Response {
+    let result = guarded(
+        &state,
+        &ctx,
+        caller,
+        patient_id,
+        Operation::ReadNotes,
+        fields::NOTES,
+        move |conn, state, access| {
+            let note = visible(access, notes::load(conn, patient_id, note_id)?)?;
+            let mut rows: Vec<VersionRow> = notes::versions(conn, note.id)?;
+            if access.grant.own_record {
+                // The last draft is the version that was signed; earlier drafts were
+                // work in progress.
+                let signed = rows
+                    .iter()
+                    .filter(|v| v.kind == "draft")
+                    .map(|v| v.version)
+                    .max()
+                    .unwrap_or(0);
+                rows.retain(|v| v.version >= signed);
+            }
+            let mut views = Vec::with_capacity(rows.len());
+            for row in &rows {
+                views.push(notes::version_view(row, notes::open(&state.crypto, row)?));
+            }
+            audit::record(
+                conn,
+                &note_event(access, action::READ, note.id)
+                    .detail(Code::new("versions"), DetailValue::Count(views.len() as i64)),
+            )?;
+            Ok(views)
+        },
+    )
+    .await;
+    reply::respond(result.map(|items| reply::json(StatusCode::OK, &serde_json::json!({ "items": items }))))
 }
 
 /// POST /v1/patients/{id}/notes/{note_id}/sign: the author signs the current draft,
@@ -312,48 +371,48 @@ pub(crate) fn sign(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(request_context())
         .and(etag::if_match())
         .and(with_state(state))
-        .then(
-            |patient_id: Uuid,
-             note_id: Uuid,
-             caller: Caller,
-             ctx: RequestContext,
-             if_match: IfMatch,
-             state: AppState| async move {
-                let result = guarded(
-                    &state,
-                    &ctx,
-                    caller,
-                    patient_id,
-                    Operation::WriteNotes,
-                    fields::NOTES,
-                    move |conn, state, access| {
-                        let note = visible(access, notes::load(conn, patient_id, note_id)?)?;
-                        authored(access, &note)?;
-                        if note.is_signed() {
-                            return Err(RecordsError::Other(Error::conflict(
-                                "note_signed",
-                                "the note is already signed",
-                            )));
-                        }
-                        if_match.check(note.current_version)?;
-                        let note = notes::sign(conn, &note, caller.account_id)?;
-                        let version = notes::version(conn, note.id, note.current_version)?;
-                        let content = notes::open(&state.crypto, &version)?;
-                        audit::record(
-                            conn,
-                            &note_event(access, action::UPDATE, note.id)
-                                .detail(Code::new("change"), DetailValue::Code(Code::new("signed"))),
-                        )?;
-                        Ok(notes::view(note, content))
-                    },
-                )
-                .await;
-                reply::respond(
-                    result.map(|view| etag::with_etag(reply::json(StatusCode::OK, &view), view.version)),
-                )
-            },
-        )
+        .then(on_sign)
         .boxed()
+}
+
+async fn on_sign(
+    patient_id: Uuid,
+    note_id: Uuid,
+    caller: Caller,
+    ctx: RequestContext,
+    if_match: IfMatch,
+    state: AppState,
+) -> Response {
+    let result = guarded(
+        &state,
+        &ctx,
+        caller,
+        patient_id,
+        Operation::WriteNotes,
+        fields::NOTES,
+        move |conn, state, access| {
+            let note = visible(access, notes::load(conn, patient_id, note_id)?)?;
+            authored(access, &note)?;
+            if note.is_signed() {
+                return Err(RecordsError::Other(Error::conflict(
+                    "note_signed",
+                    "the note is already signed",
+                )));
+            }
+            if_match.check(note.current_version)?;
+            let note = notes::sign(conn, &note, caller.account_id)?;
+            let version = notes::version(conn, note.id, note.current_version)?;
+            let content = notes::open(&state.crypto, &version)?;
+            audit::record(
+                conn,
+                &note_event(access, action::UPDATE, note.id)
+                    .detail(Code::new("change"), DetailValue::Code(Code::new("signed"))),
+            )?;
+            Ok(notes::view(note, content))
+        },
+    )
+    .await;
+    reply::respond(result.map(|view| etag::json(StatusCode::OK, &view)))
 }
 
 /// POST /v1/patients/{id}/notes/{note_id}/amendments: after signing, a provider with

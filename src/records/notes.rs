@@ -300,6 +300,12 @@ pub struct NoteView {
     pub content: Content,
 }
 
+impl crate::http::etag::Versioned for NoteView {
+    fn version(&self) -> i32 {
+        self.version
+    }
+}
+
 impl std::fmt::Debug for NoteView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NoteView")

@@ -439,6 +439,12 @@ pub struct PatientView {
     pub updated_at: DateTime<Utc>,
 }
 
+impl crate::http::etag::Versioned for PatientView {
+    fn version(&self) -> i32 {
+        self.version
+    }
+}
+
 impl std::fmt::Debug for PatientView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PatientView")

@@ -53,12 +53,12 @@ pub(crate) fn create(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(request_context())
         .and(body::json::<Demographics>(state.settings.http.body_limit))
         .and(with_state(state))
-        .then(
-            |caller: Caller, ctx: RequestContext, input: Demographics, state: AppState| async move {
-                reply::respond(create_handler(caller, ctx, input, state).await)
-            },
-        )
+        .then(on_create)
         .boxed()
+}
+
+async fn on_create(caller: Caller, ctx: RequestContext, input: Demographics, state: AppState) -> Response {
+    reply::respond(create_handler(caller, ctx, input, state).await)
 }
 
 async fn create_handler(
@@ -100,7 +100,7 @@ async fn create_handler(
         })
         .await?;
     tracing::info!(patient.id = %view.id, account.id = %caller.account_id, "patient record created");
-    let mut res = etag::with_etag(reply::json(StatusCode::CREATED, &view), view.version);
+    let mut res = etag::json(StatusCode::CREATED, &view);
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/patients/{}", view.id)) {
         res.headers_mut().insert(LOCATION, location);
     }
@@ -115,33 +115,31 @@ pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(crate::access::caller(state))
         .and(request_context())
         .and(with_state(state))
-        .then(
-            |id: Uuid, caller: Caller, ctx: RequestContext, state: AppState| async move {
-                let result = guarded(
-                    &state,
-                    &ctx,
-                    caller,
-                    id,
-                    Operation::ReadDemographics,
-                    fields::DEMOGRAPHICS,
-                    |conn, state, access| {
-                        let demographics = patients::open(&state.crypto, &access.patient)?;
-                        audit::record(
-                            conn,
-                            &access
-                                .event(action::READ, resource::PATIENT, fields::DEMOGRAPHICS)
-                                .resource(access.patient.id),
-                        )?;
-                        Ok(patients::view(&access.patient, demographics))
-                    },
-                )
-                .await;
-                reply::respond(
-                    result.map(|view| etag::with_etag(reply::json(StatusCode::OK, &view), view.version)),
-                )
-            },
-        )
+        .then(on_read)
         .boxed()
+}
+
+async fn on_read(id: Uuid, caller: Caller, ctx: RequestContext, state: AppState) -> Response {
+    let result = guarded(
+        &state,
+        &ctx,
+        caller,
+        id,
+        Operation::ReadDemographics,
+        fields::DEMOGRAPHICS,
+        |conn, state, access| {
+            let demographics = patients::open(&state.crypto, &access.patient)?;
+            audit::record(
+                conn,
+                &access
+                    .event(action::READ, resource::PATIENT, fields::DEMOGRAPHICS)
+                    .resource(access.patient.id),
+            )?;
+            Ok(patients::view(&access.patient, demographics))
+        },
+    )
+    .await;
+    reply::respond(result.map(|view| etag::json(StatusCode::OK, &view)))
 }
 
 /// PATCH /v1/patients/{id}: a JSON merge patch of the profile; needs `If-Match`.
@@ -184,7 +182,7 @@ async fn on_update(id: Uuid, patch: Patch, state: AppState) -> Response {
         },
     )
     .await;
-    reply::respond(result.map(|view| etag::with_etag(reply::json(StatusCode::OK, &view), view.version)))
+    reply::respond(result.map(|view| etag::json(StatusCode::OK, &view)))
 }
 
 /// A search hit: just enough to tell patients apart.
@@ -205,12 +203,12 @@ pub(crate) fn search(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(request_context())
         .and(query::raw())
         .and(with_state(state))
-        .then(
-            |caller: Caller, ctx: RequestContext, raw: String, state: AppState| async move {
-                reply::respond(search_handler(caller, ctx, &raw, state).await)
-            },
-        )
+        .then(on_search)
         .boxed()
+}
+
+async fn on_search(caller: Caller, ctx: RequestContext, raw: String, state: AppState) -> Response {
+    reply::respond(search_handler(caller, ctx, &raw, state).await)
 }
 
 async fn search_handler(
@@ -304,10 +302,18 @@ pub(crate) fn open_break_glass(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(request_context())
         .and(body::json::<BreakGlassRequest>(state.settings.http.body_limit))
         .and(with_state(state))
-        .then(|id: Uuid, caller: Caller, ctx: RequestContext, input: BreakGlassRequest, state: AppState| async move {
-            reply::respond(open_break_glass_handler(id, caller, ctx, input, state).await)
-        })
+        .then(on_open_break_glass)
         .boxed()
+}
+
+async fn on_open_break_glass(
+    id: Uuid,
+    caller: Caller,
+    ctx: RequestContext,
+    input: BreakGlassRequest,
+    state: AppState,
+) -> Response {
+    reply::respond(open_break_glass_handler(id, caller, ctx, input, state).await)
 }
 
 async fn open_break_glass_handler(
@@ -363,12 +369,17 @@ pub(crate) fn review_break_glass(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(request_context())
         .and(query::raw())
         .and(with_state(state))
-        .then(
-            |caller: Caller, ctx: RequestContext, raw: String, state: AppState| async move {
-                reply::respond(review_handler(caller, ctx, &raw, state).await)
-            },
-        )
+        .then(on_review_break_glass)
         .boxed()
+}
+
+async fn on_review_break_glass(
+    caller: Caller,
+    ctx: RequestContext,
+    raw: String,
+    state: AppState,
+) -> Response {
+    reply::respond(review_handler(caller, ctx, &raw, state).await)
 }
 
 async fn review_handler(

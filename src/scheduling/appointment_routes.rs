@@ -282,12 +282,12 @@ pub(crate) fn list(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(request_context())
         .and(query::raw())
         .and(with_state(state))
-        .then(
-            |caller: Caller, ctx: RequestContext, raw: String, state: AppState| async move {
-                reply::respond(list_handler(caller, ctx, &raw, state).await)
-            },
-        )
+        .then(on_list)
         .boxed()
+}
+
+async fn on_list(caller: Caller, ctx: RequestContext, raw: String, state: AppState) -> Response {
+    reply::respond(list_handler(caller, ctx, &raw, state).await)
 }
 
 fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
@@ -445,7 +445,7 @@ async fn on_read(id: Uuid, caller: Caller, ctx: RequestContext, state: AppState)
         .await;
     match result {
         Err(e) => reply::error(&e),
-        Ok(Ok(view)) => etag::with_etag(reply::json(StatusCode::OK, &view), view.version),
+        Ok(Ok(view)) => etag::json(StatusCode::OK, &view),
         Ok(Err(failure)) => finish(&state, &ctx, &caller, failure).await,
     }
 }

@@ -549,6 +549,12 @@ pub struct AppointmentView {
     pub updated_at: DateTime<Utc>,
 }
 
+impl crate::http::etag::Versioned for AppointmentView {
+    fn version(&self) -> i32 {
+        self.version
+    }
+}
+
 /// When a consultation room is open.
 #[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct RoomHours {

@@ -157,32 +157,35 @@ pub(crate) fn create_provider(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(request_context())
         .and(body::json::<NewProvider>(state.settings.http.body_limit))
         .and(with_state(state))
-        .then(
-            |admin: Caller, ctx: RequestContext, input: NewProvider, state: AppState| async move {
-                let result = async {
-                    let profile = input.profile.validated()?;
-                    let account = input.account_id;
-                    state
-                        .db
-                        .run(move |conn| {
-                            conn.transaction(|conn| {
-                                let p = providers::create(conn, account, &profile)?;
-                                audit::record(
-                                    conn,
-                                    &config_event(&ctx, &admin, action::CREATE, "provider", p.id),
-                                )?;
-                                Ok::<_, Error>(p)
-                            })
-                        })
-                        .await
-                }
-                .await;
-                reply::respond(
-                    result.map(|p| etag::with_etag(reply::json(StatusCode::CREATED, &p), p.version)),
-                )
-            },
-        )
+        .then(on_create_provider)
         .boxed()
+}
+
+async fn on_create_provider(
+    admin: Caller,
+    ctx: RequestContext,
+    input: NewProvider,
+    state: AppState,
+) -> Response {
+    let result = async {
+        let profile = input.profile.validated()?;
+        let account = input.account_id;
+        state
+            .db
+            .run(move |conn| {
+                conn.transaction(|conn| {
+                    let p = providers::create(conn, account, &profile)?;
+                    audit::record(
+                        conn,
+                        &config_event(&ctx, &admin, action::CREATE, "provider", p.id),
+                    )?;
+                    Ok::<_, Error>(p)
+                })
+            })
+            .await
+    }
+    .await;
+    reply::respond(result.map(|p| etag::json(StatusCode::CREATED, &p)))
 }
 
 /// GET /v1/providers: every provider's public profile.
@@ -191,11 +194,13 @@ pub(crate) fn list_providers(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers")
         .and(warp::get())
         .and(with_state(state))
-        .then(|state: AppState| async move {
-            let result = state.db.run(|conn| Ok(providers::list(conn)?)).await;
-            reply::respond(result.map(|items| reply::json(StatusCode::OK, &json!({ "items": items }))))
-        })
+        .then(on_list_providers)
         .boxed()
+}
+
+async fn on_list_providers(state: AppState) -> Response {
+    let result = state.db.run(|conn| Ok(providers::list(conn)?)).await;
+    reply::respond(result.map(|items| reply::json(StatusCode::OK, &json!({ "items": items }))))
 }
 
 /// GET /v1/providers/{id}: a provider's public profile.
@@ -204,11 +209,13 @@ pub(crate) fn get_provider(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid)
         .and(warp::get())
         .and(with_state(state))
-        .then(|id: Uuid, state: AppState| async move {
-            let result = state.db.run(move |conn| provider_or_404(conn, id)).await;
-            reply::respond(result.map(|p| etag::with_etag(reply::json(StatusCode::OK, &p), p.version)))
-        })
+        .then(on_get_provider)
         .boxed()
+}
+
+async fn on_get_provider(id: Uuid, state: AppState) -> Response {
+    let result = state.db.run(move |conn| provider_or_404(conn, id)).await;
+    reply::respond(result.map(|p| etag::json(StatusCode::OK, &p)))
 }
 
 fn merge<T: Serialize + serde::de::DeserializeOwned>(
@@ -267,7 +274,7 @@ async fn on_update_provider(id: Uuid, patch: Patch, state: AppState) -> Response
         },
     )
     .await;
-    reply::respond(result.map(|p| etag::with_etag(reply::json(StatusCode::OK, &p), p.version)))
+    reply::respond(result.map(|p| etag::json(StatusCode::OK, &p)))
 }
 
 /// GET /v1/providers/{id}/appointment-types: the types offered (active ones).
@@ -276,17 +283,19 @@ pub(crate) fn list_types(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "providers" / Uuid / "appointment-types")
         .and(warp::get())
         .and(with_state(state))
-        .then(|id: Uuid, state: AppState| async move {
-            let result = state
-                .db
-                .run(move |conn| {
-                    provider_or_404(conn, id)?;
-                    Ok(providers::types(conn, id, true)?)
-                })
-                .await;
-            reply::respond(result.map(|items| reply::json(StatusCode::OK, &json!({ "items": items }))))
-        })
+        .then(on_list_types)
         .boxed()
+}
+
+async fn on_list_types(id: Uuid, state: AppState) -> Response {
+    let result = state
+        .db
+        .run(move |conn| {
+            provider_or_404(conn, id)?;
+            Ok(providers::types(conn, id, true)?)
+        })
+        .await;
+    reply::respond(result.map(|items| reply::json(StatusCode::OK, &json!({ "items": items }))))
 }
 
 /// POST /v1/providers/{id}/appointment-types: a new type of appointment.
@@ -327,7 +336,7 @@ async fn on_create_type(
         },
     )
     .await;
-    reply::respond(result.map(|t| etag::with_etag(reply::json(StatusCode::CREATED, &t), t.version)))
+    reply::respond(result.map(|t| etag::json(StatusCode::CREATED, &t)))
 }
 
 /// PATCH /v1/providers/{id}/appointment-types/{type_id}: edits a type (set `active`
@@ -380,7 +389,7 @@ async fn on_update_type(id: Uuid, type_id: Uuid, patch: Patch, state: AppState) 
         },
     )
     .await;
-    reply::respond(result.map(|t| etag::with_etag(reply::json(StatusCode::OK, &t), t.version)))
+    reply::respond(result.map(|t| etag::json(StatusCode::OK, &t)))
 }
 
 /// GET /v1/providers/{id}/availability: weekly hours and overrides.
@@ -391,28 +400,28 @@ pub(crate) fn get_availability(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(crate::access::caller(state))
         .and(request_context())
         .and(with_state(state))
-        .then(
-            |id: Uuid, caller: Caller, ctx: RequestContext, state: AppState| async move {
-                let result = async {
-                    may_manage(&state, &ctx, &caller, id).await?;
-                    state
-                        .db
-                        .run(move |conn| {
-                            let p = provider_or_404(conn, id)?;
-                            let weekly: Vec<WindowInput> = availability::weekly(conn, id)?
-                                .iter()
-                                .map(WindowInput::from_window)
-                                .collect();
-                            let overrides = availability::overrides(conn, id, None)?;
-                            Ok(json!({ "time_zone": p.time_zone, "weekly": weekly, "overrides": overrides }))
-                        })
-                        .await
-                }
-                .await;
-                reply::respond(result.map(|body| reply::json(StatusCode::OK, &body)))
-            },
-        )
+        .then(on_get_availability)
         .boxed()
+}
+
+async fn on_get_availability(id: Uuid, caller: Caller, ctx: RequestContext, state: AppState) -> Response {
+    let result = async {
+        may_manage(&state, &ctx, &caller, id).await?;
+        state
+            .db
+            .run(move |conn| {
+                let p = provider_or_404(conn, id)?;
+                let weekly: Vec<WindowInput> = availability::weekly(conn, id)?
+                    .iter()
+                    .map(WindowInput::from_window)
+                    .collect();
+                let overrides = availability::overrides(conn, id, None)?;
+                Ok(json!({ "time_zone": p.time_zone, "weekly": weekly, "overrides": overrides }))
+            })
+            .await
+    }
+    .await;
+    reply::respond(result.map(|body| reply::json(StatusCode::OK, &body)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -561,10 +570,12 @@ pub(crate) fn slots(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(query::raw())
         .and(with_state(state))
-        .then(|id: Uuid, raw: String, state: AppState| async move {
-            reply::respond(slots_handler(id, &raw, state).await)
-        })
+        .then(on_slots)
         .boxed()
+}
+
+async fn on_slots(id: Uuid, raw: String, state: AppState) -> Response {
+    reply::respond(slots_handler(id, &raw, state).await)
 }
 
 async fn slots_handler(id: Uuid, raw: &str, state: AppState) -> Result<Response, Error> {

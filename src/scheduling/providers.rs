@@ -24,6 +24,12 @@ pub struct Provider {
     pub updated_at: DateTime<Utc>,
 }
 
+impl crate::http::etag::Versioned for Provider {
+    fn version(&self) -> i32 {
+        self.version
+    }
+}
+
 impl Provider {
     pub fn tz(&self) -> Tz {
         self.time_zone.parse().unwrap_or(chrono_tz::UTC)
@@ -171,6 +177,12 @@ pub struct AppointmentType {
     #[schema(value_type = Option<Vec<i32>>)]
     #[serde(serialize_with = "offsets_as_list")]
     pub reminder_offsets_minutes: Option<Vec<Option<i32>>>,
+}
+
+impl crate::http::etag::Versioned for AppointmentType {
+    fn version(&self) -> i32 {
+        self.version
+    }
 }
 
 fn offsets_as_list<S: serde::Serializer>(
