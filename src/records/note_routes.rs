@@ -1,6 +1,7 @@
 //! Clinical note routes. Providers with access write and read; patients read their
 //! own signed notes; admins never read notes.
 
+use diesel::pg::PgConnection;
 use http::StatusCode;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -58,6 +59,36 @@ fn visible(access: &Access, note: Option<NoteRow>) -> Result<NoteRow, RecordsErr
         Some(note) if !access.grant.own_record || note.is_signed() => Ok(note),
         _ => Err(RecordsError::Other(Error::NotFound)),
     }
+}
+
+/// Runs `work` on note `note_id` of patient `patient_id` once `operation` on the
+/// patient's notes is granted and the note is one the caller may see (a patient's
+/// view of a draft is "not found"), in the same transaction.
+async fn with_note<T, F>(
+    state: &AppState,
+    ctx: &RequestContext,
+    caller: Caller,
+    (patient_id, note_id): (Uuid, Uuid),
+    operation: Operation,
+    work: F,
+) -> Result<T, Error>
+where
+    F: FnOnce(&mut PgConnection, &AppState, &Access, NoteRow) -> Result<T, RecordsError> + Send + 'static,
+    T: Send + 'static,
+{
+    guarded(
+        state,
+        ctx,
+        caller,
+        patient_id,
+        operation,
+        fields::NOTES,
+        move |conn, state, access| {
+            let note = visible(access, notes::load(conn, patient_id, note_id)?)?;
+            work(conn, state, access, note)
+        },
+    )
+    .await
 }
 
 /// Only the author changes their note.
@@ -184,15 +215,13 @@ async fn on_read(
     ctx: RequestContext,
     state: AppState,
 ) -> Response {
-    let result = guarded(
+    let result = with_note(
         &state,
         &ctx,
         caller,
-        patient_id,
+        (patient_id, note_id),
         Operation::ReadNotes,
-        fields::NOTES,
-        move |conn, state, access| {
-            let note = visible(access, notes::load(conn, patient_id, note_id)?)?;
+        move |conn, state, access, note| {
             let version = notes::version(conn, note.id, note.current_version)?;
             let content = notes::open(&state.crypto, &version)?;
             audit::record(conn, &note_event(access, action::READ, note.id))?;
@@ -270,15 +299,13 @@ async fn revise(
 ) -> Response {
     let result = async {
         let content = input.validated()?;
-        guarded(
+        with_note(
             &state,
             &ctx,
             caller,
-            patient_id,
+            (patient_id, note_id),
             Operation::WriteNotes,
-            fields::NOTES,
-            move |conn, state, access| {
-                let note = visible(access, notes::load(conn, patient_id, note_id)?)?;
+            move |conn, state, access, note| {
                 revision.allowed(access, &note)?;
                 let (kind, event) = match revision {
                     Revision::Draft(_) => ("draft", note_event(access, action::UPDATE, note.id)),
@@ -324,15 +351,13 @@ async fn on_versions(
     ctx: RequestContext,
     state: AppState,
 ) -> Response {
-    let result = guarded(
+    let result = with_note(
         &state,
         &ctx,
         caller,
-        patient_id,
+        (patient_id, note_id),
         Operation::ReadNotes,
-        fields::NOTES,
-        move |conn, state, access| {
-            let note = visible(access, notes::load(conn, patient_id, note_id)?)?;
+        move |conn, state, access, note| {
             let mut rows: Vec<VersionRow> = notes::versions(conn, note.id)?;
             if access.grant.own_record {
                 // The last draft is the version that was signed; earlier drafts were
@@ -383,15 +408,13 @@ async fn on_sign(
     if_match: IfMatch,
     state: AppState,
 ) -> Response {
-    let result = guarded(
+    let result = with_note(
         &state,
         &ctx,
         caller,
-        patient_id,
+        (patient_id, note_id),
         Operation::WriteNotes,
-        fields::NOTES,
-        move |conn, state, access| {
-            let note = visible(access, notes::load(conn, patient_id, note_id)?)?;
+        move |conn, state, access, note| {
             authored(access, &note)?;
             if note.is_signed() {
                 return Err(RecordsError::Other(Error::conflict(
