@@ -8,7 +8,7 @@
 //! # Layout
 //!
 //! Dependencies point down: each module names only those listed before it (a test,
-//! `module_graph_points_down` in `tests/platform.rs`, reads the imports and prints
+//! `module_graph_points_down` in `tests/api/platform.rs`, reads the imports and prints
 //! the layers). The leaves:
 //!
 //! - [`error`]: the one error type; every failure leaves as RFC 9457 problem+json.

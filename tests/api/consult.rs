@@ -6,32 +6,23 @@
 //! the appointment moves to arrived and fulfilled, and every step is audited; signing
 //! out or a disabled account closes the socket (4401, 4403) and frees the seat.
 
-#![allow(clippy::unwrap_used, reason = "tests unwrap: a panic is a failed assertion")]
-
-#[path = "support/peer.rs"]
-mod peer;
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration as StdDuration;
 
+use crate::support::booking::{Clinic, book_ok, clinic, count, free_slot, patient};
+use crate::support::peer::Peer;
+use crate::support::ws::{self, Ws};
+use crate::support::{TestApp, User};
 use carewire::clock::ManualClock;
 use chrono::{DateTime, Duration, Utc};
 use futures_util::{SinkExt, StreamExt};
-use peer::Peer;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::booking::{Clinic, book_ok, clinic, count, free_slot, patient};
-use support::{TestApp, User};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const PROTOCOL: &str = "carewire.consult.v1";
 const WAIT: StdDuration = StdDuration::from_secs(20);
@@ -82,46 +73,18 @@ async fn open(
     appointment: &str,
     query: &str,
 ) -> Result<Ws, tungstenite::Error> {
-    let mut request = format!("ws://{}/v1/consultations/{appointment}?{query}", app.addr)
-        .into_client_request()
-        .unwrap();
-    if let Some(token) = token {
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            format!("{PROTOCOL}, bearer.{token}").parse().unwrap(),
-        );
-    }
-    tokio_tungstenite::connect_async(request).await.map(|(ws, _)| ws)
+    let path = format!("/v1/consultations/{appointment}?{query}");
+    ws::open(app, &path, PROTOCOL, token, &[]).await
 }
 
 /// The next JSON text frame, within the wait.
 async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        let message = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("the socket is open")
-            .expect("a valid frame");
-        match message {
-            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
-            Message::Close(frame) => panic!("closed: {frame:?}"),
-            _ => {}
-        }
-    }
+    ws::next_json(ws, WAIT).await
 }
 
 /// The close code after whatever is still queued.
 async fn close_code(ws: &mut Ws) -> Option<u16> {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("closed in time")
-        {
-            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-            Some(Ok(_)) => {}
-            None | Some(Err(_)) => return None,
-        }
-    }
+    ws::close_code(ws, WAIT).await
 }
 
 /// Opens and joins; returns the socket and `joined`.

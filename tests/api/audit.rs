@@ -3,12 +3,10 @@
 //! chain, that tampering is caught and named, that a crash loses nothing, and that
 //! an operation whose audit write fails does not happen.
 
-#![allow(clippy::unwrap_used, reason = "tests unwrap: a panic is a failed assertion")]
-
-mod support;
-
+use crate::support;
 use std::time::{Duration, Instant};
 
+use crate::support::{PASSWORD, TestApp, problem_type, unique_email};
 use carewire::audit::{Actor, AuditEvent, Code, DetailValue, action, purpose, resource};
 use carewire_audit::checkpoint::CheckpointSigner;
 use carewire_audit::verify::{Finding, Tamper};
@@ -16,7 +14,6 @@ use diesel::RunQueryDsl;
 use diesel::pg::PgConnection;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{PASSWORD, TestApp, problem_type, unique_email};
 
 fn signer() -> CheckpointSigner {
     let seed: [u8; 32] = carewire::config::parse_key(support::AUDIT_SIGNING_KEY)

@@ -3,21 +3,18 @@
 //! the API's 404s untouched, switched off by `CAREWIRE_WEB_CLIENT=false`), and the
 //! demo clinic a new patient can book a video visit with right away.
 
-#![allow(clippy::unwrap_used, reason = "tests unwrap: a panic is a failed assertion")]
-
-mod support;
-
+use crate::support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use crate::support::{TestApp, problem, problem_type};
 use carewire::clock::ManualClock;
 use carewire::demo;
 use carewire::http::web::{self, ASSETS};
 use chrono::{DateTime, Duration, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{TestApp, problem, problem_type};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 fn header<'a>(res: &'a reqwest::Response, name: &str) -> &'a str {

@@ -2,14 +2,11 @@
 //! detection, logout, roles, disabling accounts, throttling, the JWT attack matrix,
 //! and the CLI that bootstraps the first admin.
 
-#![allow(clippy::unwrap_used, reason = "tests unwrap: a panic is a failed assertion")]
-
-mod support;
-
+use crate::support;
+use crate::support::{PASSWORD, TestApp, problem, problem_type, unique_email};
 use base64::Engine;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{PASSWORD, TestApp, problem, problem_type, unique_email};
 
 #[tokio::test]
 async fn a_patient_registers_signs_in_and_sees_their_account() {

@@ -2,16 +2,13 @@
 //! bad request, the edge's headers, panics, a lost database, graceful shutdown, and
 //! the `carewire` binary itself.
 
-#![allow(clippy::unwrap_used, reason = "tests unwrap: a panic is a failed assertion")]
-
-mod support;
-
+use crate::support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{TestApp, problem, problem_type};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use support::{TestApp, problem, problem_type};
 use warp::Filter;
 
 /// `src/lib.rs`: dependencies point down. No import cycle between top-level modules
@@ -603,7 +600,7 @@ mod binary {
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use super::support::{self, TestDatabase};
+    use crate::support::{self, TestDatabase};
 
     fn carewire() -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_carewire"));
@@ -1014,7 +1011,7 @@ mod hostile_clients {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
-    use super::support::{TestApp, problem_type};
+    use crate::support::{TestApp, problem_type};
 
     /// One response as read off the wire.
     struct Raw {
@@ -1092,7 +1089,7 @@ mod hostile_clients {
         }
     }
 
-    fn app_with(settings: &[(&str, &str)]) -> super::support::TestAppBuilder {
+    fn app_with(settings: &[(&str, &str)]) -> crate::support::TestAppBuilder {
         settings
             .iter()
             .fold(TestApp::builder(), |b, (name, value)| b.setting(name, value))

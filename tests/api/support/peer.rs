@@ -22,8 +22,6 @@
 //! The `webrtc` event handler only forwards events into that queue and never awaits
 //! the connection, since it runs on the connection's own driver task.
 
-#![allow(dead_code, unreachable_pub, reason = "each test binary uses a different part")]
-
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -126,24 +124,12 @@ impl Peer {
         })
     }
 
-    pub fn polite(&self) -> bool {
-        self.polite
-    }
-
     /// The next message for the other seat: `offer`/`answer` (`sdp`), `candidate`
     /// (`candidate`, `sdp_mid`, `sdp_mline_index`, `username_fragment`) or
     /// `end_of_candidates` (`username_fragment`), without `id` and `to`. `None` once the
     /// peer is closed. Messages must reach the other side in this order.
     pub async fn next_outgoing(&self) -> Option<Value> {
         self.outgoing.lock().await.recv().await
-    }
-
-    /// Like [`next_outgoing`](Self::next_outgoing), but gives up after `timeout`.
-    pub async fn next_outgoing_within(&self, timeout: Duration) -> anyhow::Result<Value> {
-        tokio::time::timeout(timeout, self.next_outgoing())
-            .await
-            .map_err(|_| anyhow!("no outgoing message within {timeout:?}"))?
-            .context("the peer is closed")
     }
 
     /// Creates a `chat` data channel. The first one on a connection makes the connection

@@ -5,12 +5,12 @@
 //! that database afterwards. Logs are off unless `TEST_LOG` is set (to a filter such
 //! as `debug`).
 
-#![allow(dead_code, unreachable_pub)] // each test binary uses a different part
-
 pub mod booking;
 pub mod database;
 pub mod modules;
+pub mod peer;
 pub mod proxy;
+pub mod ws;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -53,8 +53,9 @@ impl std::io::Write for Captured {
     }
 }
 
-/// Sends every log line of this test binary (debug level, JSON) to memory, so a test
-/// can check what the server wrote. Call before spawning servers.
+/// Sends every log line of the test binary (debug level, JSON) to memory, so a test
+/// can check what the servers wrote: from the first call on, every test's servers log
+/// there, which makes the check see more, never less. Call before spawning servers.
 pub fn capture_logs() {
     CAPTURED.get_or_init(|| {
         let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -4,30 +4,22 @@
 //! connection, sessions that end; and reminders (two instances, restarts, reschedules)
 //! with the webhook channel.
 
-#![allow(clippy::unwrap_used, reason = "tests unwrap: a panic is a failed assertion")]
-
-mod support;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
+use crate::support::booking::{Clinic, act, book_ok, clinic, count, free_slot, patient};
+use crate::support::ws::{self, Ws, http_status};
+use crate::support::{TestApp, User};
 use carewire::clock::{Clock, ManualClock};
 use chrono::{DateTime, Duration, Utc};
 use diesel::RunQueryDsl;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::booking::{Clinic, act, book_ok, clinic, count, free_slot, patient};
-use support::{TestApp, User};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Opens `/v1/ws?{query}` with the access token as a subprotocol and `extra` headers.
 async fn open(
@@ -36,20 +28,7 @@ async fn open(
     query: &str,
     extra: &[(&str, &str)],
 ) -> Result<Ws, tungstenite::Error> {
-    let mut request = format!("ws://{}/v1/ws?{query}", app.addr)
-        .into_client_request()
-        .unwrap();
-    if let Some(token) = token {
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            format!("carewire.v1, bearer.{token}").parse().unwrap(),
-        );
-    }
-    for (name, value) in extra {
-        let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
-        request.headers_mut().insert(name, value.parse().unwrap());
-    }
-    tokio_tungstenite::connect_async(request).await.map(|(ws, _)| ws)
+    ws::open(app, &format!("/v1/ws?{query}"), "carewire.v1", token, extra).await
 }
 
 /// Connects and reads the welcome.
@@ -60,20 +39,9 @@ async fn connect(app: &TestApp, user: &User, query: &str) -> (Ws, Value) {
     (ws, welcome)
 }
 
-/// The next JSON text message (pings answered along the way), within 10 s.
+/// The next JSON text message, within 10 s.
 async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        let message = tokio::time::timeout(StdDuration::from_secs(10), ws.next())
-            .await
-            .expect("a message within 10 s")
-            .expect("the socket is open")
-            .expect("a valid frame");
-        match message {
-            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
-            Message::Close(frame) => panic!("closed: {frame:?}"),
-            _ => {}
-        }
-    }
+    ws::next_json(ws, StdDuration::from_secs(10)).await
 }
 
 /// The next message of `kind` (`event` messages are matched on their `event`).
@@ -97,16 +65,7 @@ async fn silent(ws: &mut Ws, wait: StdDuration) -> Option<Value> {
 
 /// The close code the server ends the socket with (reading past anything queued).
 async fn close_code(ws: &mut Ws) -> Option<u16> {
-    loop {
-        match tokio::time::timeout(StdDuration::from_secs(15), ws.next())
-            .await
-            .expect("closed within 15 s")
-        {
-            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => return None,
-        }
-    }
+    ws::close_code(ws, StdDuration::from_secs(15)).await
 }
 
 async fn send(ws: &mut Ws, message: Value) {
@@ -120,14 +79,6 @@ async fn ticket(app: &TestApp, token: &str) -> String {
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-fn http_status(result: Result<Ws, tungstenite::Error>) -> u16 {
-    match result {
-        Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
-        Err(other) => panic!("not an HTTP refusal: {other}"),
-        Ok(_) => panic!("the handshake succeeded"),
-    }
 }
 
 fn at(value: &Value) -> DateTime<Utc> {

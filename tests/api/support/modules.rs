@@ -1,8 +1,8 @@
 //! The server crate's module graph, read from its source: which top-level module of
 //! `src/` names which (every `crate::<module>`, doc links included: a lower module's
 //! docs do not point up either), and the cycles among them.
-//! `tests/platform.rs` checks the rule of `src/lib.rs` ("dependencies point down")
-//! with it; run `cargo test --test platform module_graph -- --nocapture` to see the
+//! `tests/api/platform.rs` checks the rule of `src/lib.rs` ("dependencies point down")
+//! with it; run `cargo test --test api module_graph -- --nocapture` to see the
 //! picture.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,4 +1,4 @@
-//! Test databases: one migrated template per test binary, a fresh copy per test.
+//! Test databases: one migrated template for the test binary, a fresh copy per test.
 //!
 //! With `DATABASE_URL` set, databases are created on that server. Without it, the
 //! binary starts a throwaway PostgreSQL cluster of its own (through the same embedded

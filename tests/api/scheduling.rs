@@ -2,20 +2,17 @@
 //! included), booking and holds, the state machine over HTTP, no double booking under
 //! concurrency, idempotent retries, the access matrix, and the outbox.
 
-#![allow(clippy::unwrap_used, reason = "tests unwrap: a panic is a failed assertion")]
-
-mod support;
-
+use crate::support;
+use crate::support::booking::{
+    act, add_type, book, book_ok, clinic, count, free_slot, patient, patient_body, provider_with_profile,
+    set_weekly, slots,
+};
+use crate::support::{TestApp, User, problem, problem_type};
 use carewire::context::Role;
 use chrono::{DateTime, Duration, Utc};
 use diesel::RunQueryDsl;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::booking::{
-    act, add_type, book, book_ok, clinic, count, free_slot, patient, patient_body, provider_with_profile,
-    set_weekly, slots,
-};
-use support::{TestApp, User, problem, problem_type};
 
 #[tokio::test]
 async fn providers_are_created_by_admins_public_and_edited_by_themselves() {
