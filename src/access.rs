@@ -1,5 +1,6 @@
 //! Access at the edge: the warp filters that yield the authenticated caller and
-//! enforce roles. Every protected route states its rule in one line:
+//! enforce roles, and [`patch`], the one chain of every PATCH of a versioned resource.
+//! Every protected route states its rule in one line:
 //!
 //! ```ignore
 //! warp::path!("v1" / "me").and(warp::get()).and(access::caller(&state))            // anyone signed in

@@ -1,6 +1,7 @@
-//! The parts of a WebSocket handshake every socket endpoint shares: checking the
-//! request, the Origin and the credential, answering 101, and building the
-//! `WebSocketStream` with our own buffers once hyper hands over the connection.
+//! The parts of a WebSocket handshake every socket endpoint shares: the request's
+//! parts ([`upgrade`], one filter for every socket route), checking the request, the
+//! Origin and the credential, answering 101, and building the `WebSocketStream` with
+//! our own buffers once hyper hands over the connection.
 //!
 //! We answer the handshake ourselves instead of using warp's `ws()`: warp gives every
 //! socket tungstenite's default 128 KiB read buffer with no knob, and idle memory per

@@ -342,6 +342,21 @@ impl TestApp {
         self.user_with_role(Role::Admin).await
     }
 
+    /// Asserts that `user`'s tokens no longer work: the access token is refused, and
+    /// so is a refresh.
+    pub async fn assert_signed_out(&self, user: &User) {
+        let me = self.get_as("/v1/me", &user.tokens.access).await.status();
+        assert_eq!(me, StatusCode::UNAUTHORIZED, "the access token still works");
+        let refresh = self
+            .post_json(
+                "/v1/auth/refresh",
+                &json!({ "refresh_token": user.tokens.refresh }),
+            )
+            .await
+            .status();
+        assert_eq!(refresh, StatusCode::UNAUTHORIZED, "the refresh token still works");
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
