@@ -69,6 +69,20 @@ pub struct Patch {
     pub members: serde_json::Map<String, serde_json::Value>,
 }
 
+impl Patch {
+    /// Who, from where, at which version, and what to change.
+    pub fn into_parts(
+        self,
+    ) -> (
+        Caller,
+        RequestContext,
+        crate::http::etag::IfMatch,
+        serde_json::Map<String, serde_json::Value>,
+    ) {
+        (self.caller, self.ctx, self.if_match, self.members)
+    }
+}
+
 /// The PATCH of a versioned resource, after the route's path: the caller (401), the
 /// request's origin, `If-Match` (428 without it) and a JSON object body.
 pub fn patch(state: &AppState) -> impl Filter<Extract = (Patch,), Error = Rejection> + Clone + use<> {

@@ -153,12 +153,7 @@ pub(crate) fn update(state: &AppState) -> BoxedFilter<(Response,)> {
 }
 
 async fn on_update(id: Uuid, patch: Patch, state: AppState) -> Response {
-    let Patch {
-        caller,
-        ctx,
-        if_match,
-        members,
-    } = patch;
+    let (caller, ctx, if_match, members) = patch.into_parts();
     let result = guarded(
         &state,
         &ctx,

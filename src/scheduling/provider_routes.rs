@@ -243,12 +243,7 @@ pub(crate) fn update_provider(state: &AppState) -> BoxedFilter<(Response,)> {
 }
 
 async fn on_update_provider(id: Uuid, patch: Patch, state: AppState) -> Response {
-    let Patch {
-        caller,
-        ctx,
-        if_match,
-        members,
-    } = patch;
+    let (caller, ctx, if_match, members) = patch.into_parts();
     let result = change_calendar(
         &state,
         &ctx,
@@ -351,12 +346,7 @@ pub(crate) fn update_type(state: &AppState) -> BoxedFilter<(Response,)> {
 }
 
 async fn on_update_type(id: Uuid, type_id: Uuid, patch: Patch, state: AppState) -> Response {
-    let Patch {
-        caller,
-        ctx,
-        if_match,
-        members,
-    } = patch;
+    let (caller, ctx, if_match, members) = patch.into_parts();
     let result = change_calendar(
         &state,
         &ctx,
