@@ -60,13 +60,23 @@ async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Caller, 
 }
 
 /// A JSON merge patch of a versioned resource: who asks, from where, the version
-/// they read (`If-Match`), and the members to change.
-#[derive(Debug)]
+/// they read (`If-Match`), and the members to change. The values may be PHI (a
+/// patient's name, birth date): `Debug` shows only the members' names.
 pub struct Patch {
     pub caller: Caller,
     pub ctx: RequestContext,
     pub if_match: crate::http::etag::IfMatch,
     pub members: serde_json::Map<String, serde_json::Value>,
+}
+
+impl std::fmt::Debug for Patch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Patch")
+            .field("caller", &self.caller)
+            .field("if_match", &self.if_match)
+            .field("members", &self.members.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Patch {

@@ -116,14 +116,11 @@ pub(crate) fn create_user(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(body::json::<CreateUser>(state.settings.http.body_limit))
         .and(with_state(state))
         .then(on_create_user)
+        .map(reply::respond)
         .boxed()
 }
 
-async fn on_create_user(admin: Caller, ctx: RequestContext, input: CreateUser, state: AppState) -> Response {
-    reply::respond(create_user_handler(admin, ctx, input, state).await)
-}
-
-async fn create_user_handler(
+async fn on_create_user(
     admin: Caller,
     ctx: RequestContext,
     input: CreateUser,
@@ -220,14 +217,11 @@ pub(crate) fn disable_user(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(request_context())
         .and(with_state(state))
         .then(on_disable_user)
+        .map(reply::respond)
         .boxed()
 }
 
-async fn on_disable_user(id: Uuid, admin: Caller, ctx: RequestContext, state: AppState) -> Response {
-    reply::respond(disable_handler(id, admin, ctx, state).await)
-}
-
-async fn disable_handler(
+async fn on_disable_user(
     id: Uuid,
     admin: Caller,
     ctx: RequestContext,

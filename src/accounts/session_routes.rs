@@ -87,18 +87,11 @@ pub(crate) fn register(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(body::json::<Credentials>(state.settings.http.body_limit))
         .and(with_state(state))
         .then(on_register)
+        .map(reply::respond)
         .boxed()
 }
 
-async fn on_register(ctx: RequestContext, input: Credentials, state: AppState) -> Response {
-    reply::respond(register_handler(ctx, input, state).await)
-}
-
-async fn register_handler(
-    ctx: RequestContext,
-    input: Credentials,
-    state: AppState,
-) -> Result<Response, Error> {
+async fn on_register(ctx: RequestContext, input: Credentials, state: AppState) -> Result<Response, Error> {
     state.auth.throttle.check_ip(ctx.client_ip)?;
     let email = Email::parse(&input.email)?;
     let password_hash = crate::accounts::routes::hash_new_password(&email, input.password).await?;
@@ -139,14 +132,11 @@ pub(crate) fn login(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(body::json::<Credentials>(state.settings.http.body_limit))
         .and(with_state(state))
         .then(on_login)
+        .map(reply::respond)
         .boxed()
 }
 
-async fn on_login(ctx: RequestContext, input: Credentials, state: AppState) -> Response {
-    reply::respond(login_handler(ctx, input, state).await)
-}
-
-async fn login_handler(ctx: RequestContext, input: Credentials, state: AppState) -> Result<Response, Error> {
+async fn on_login(ctx: RequestContext, input: Credentials, state: AppState) -> Result<Response, Error> {
     let email = Email::parse(&input.email).map_err(|_| BAD_CREDENTIALS)?;
     let index = accounts::email_index(&state.crypto, &email);
     state.auth.throttle.check(&index, ctx.client_ip)?;
@@ -243,18 +233,11 @@ pub(crate) fn refresh(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(body::json::<RefreshRequest>(state.settings.http.body_limit))
         .and(with_state(state))
         .then(on_refresh)
+        .map(reply::respond)
         .boxed()
 }
 
-async fn on_refresh(ctx: RequestContext, input: RefreshRequest, state: AppState) -> Response {
-    reply::respond(refresh_handler(ctx, input, state).await)
-}
-
-async fn refresh_handler(
-    ctx: RequestContext,
-    input: RefreshRequest,
-    state: AppState,
-) -> Result<Response, Error> {
+async fn on_refresh(ctx: RequestContext, input: RefreshRequest, state: AppState) -> Result<Response, Error> {
     use secrecy::ExposeSecret;
     let presented = input.refresh_token.expose_secret().to_owned();
     let ttl = state.auth.keys.refresh_ttl;

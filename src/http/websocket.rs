@@ -92,8 +92,9 @@ impl Handshake {
 }
 
 /// A WebSocket upgrade request as a socket route receives it: the headers, the
-/// upgrade the edge kept for it, where it came from, and the raw query string.
-#[derive(Debug)]
+/// upgrade the edge kept for it, where it came from, and the raw query string. The
+/// headers and the query carry credentials (a `bearer.` subprotocol, a ticket, a guest
+/// link), so `Debug` shows where it came from only.
 pub struct Upgrade {
     pub headers: HeaderMap,
     pub slot: Option<UpgradeSlot>,
@@ -114,6 +115,14 @@ pub fn upgrade() -> impl warp::Filter<Extract = (Upgrade,), Error = warp::Reject
             ctx,
             query,
         })
+}
+
+impl std::fmt::Debug for Upgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgrade")
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Upgrade {

@@ -25,15 +25,12 @@ pub(crate) fn list(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(crate::http::query::raw())
         .and(with_state(state))
         .then(on_list)
+        .map(reply::respond)
         .boxed()
 }
 
-async fn on_list(caller: Caller, raw: String, state: AppState) -> Response {
-    reply::respond(list_handler(caller, &raw, state).await)
-}
-
-async fn list_handler(caller: Caller, raw: &str, state: AppState) -> Result<Response, Error> {
-    let q = Query::parse(raw, &["unread", "cursor", "limit"])?;
+async fn on_list(caller: Caller, raw: String, state: AppState) -> Result<Response, Error> {
+    let q = Query::parse(&raw, &["unread", "cursor", "limit"])?;
     let unread = q
         .parsed("unread", "must be true or false", |v| match v {
             "true" => Some(true),

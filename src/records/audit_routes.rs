@@ -37,20 +37,17 @@ pub(crate) fn admin_search(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(query::raw())
         .and(with_state(state))
         .then(on_admin_search)
+        .map(reply::respond)
         .boxed()
 }
 
-async fn on_admin_search(admin: Caller, ctx: RequestContext, raw: String, state: AppState) -> Response {
-    reply::respond(admin_search_handler(admin, ctx, &raw, state).await)
-}
-
-async fn admin_search_handler(
+async fn on_admin_search(
     admin: Caller,
     ctx: RequestContext,
-    raw: &str,
+    raw: String,
     state: AppState,
 ) -> Result<Response, Error> {
-    let q = Query::parse(raw, SEARCH_PARAMS)?;
+    let q = Query::parse(&raw, SEARCH_PARAMS)?;
     let search = Search {
         patient_id: q.uuid("patient")?,
         actor_id: q.uuid("actor")?,
@@ -125,20 +122,17 @@ pub(crate) fn me_access_log(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(query::raw())
         .and(with_state(state))
         .then(on_me_access_log)
+        .map(reply::respond)
         .boxed()
 }
 
-async fn on_me_access_log(caller: Caller, ctx: RequestContext, raw: String, state: AppState) -> Response {
-    reply::respond(access_log_handler(caller, ctx, &raw, state).await)
-}
-
-async fn access_log_handler(
+async fn on_me_access_log(
     caller: Caller,
     ctx: RequestContext,
-    raw: &str,
+    raw: String,
     state: AppState,
 ) -> Result<Response, Error> {
-    let q = Query::parse(raw, &["cursor", "limit"])?;
+    let q = Query::parse(&raw, &["cursor", "limit"])?;
     let before_id = query::decode_cursor(&q, "cursor")?;
     let limit = q.number("limit", 50, 1, 200)?;
     let (rows, names) = state

@@ -54,14 +54,11 @@ pub(crate) fn create(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(body::json::<Demographics>(state.settings.http.body_limit))
         .and(with_state(state))
         .then(on_create)
+        .map(reply::respond)
         .boxed()
 }
 
-async fn on_create(caller: Caller, ctx: RequestContext, input: Demographics, state: AppState) -> Response {
-    reply::respond(create_handler(caller, ctx, input, state).await)
-}
-
-async fn create_handler(
+async fn on_create(
     caller: Caller,
     ctx: RequestContext,
     input: Demographics,
@@ -199,20 +196,17 @@ pub(crate) fn search(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(query::raw())
         .and(with_state(state))
         .then(on_search)
+        .map(reply::respond)
         .boxed()
 }
 
-async fn on_search(caller: Caller, ctx: RequestContext, raw: String, state: AppState) -> Response {
-    reply::respond(search_handler(caller, ctx, &raw, state).await)
-}
-
-async fn search_handler(
+async fn on_search(
     caller: Caller,
     ctx: RequestContext,
-    raw: &str,
+    raw: String,
     state: AppState,
 ) -> Result<Response, Error> {
-    let q = Query::parse(raw, &["email", "mrn", "phone"])?;
+    let q = Query::parse(&raw, &["email", "mrn", "phone"])?;
     let lookup = match (q.str("email"), q.str("mrn"), q.str("phone")) {
         (Some(email), None, None) => Lookup::Email(
             crate::accounts::Email::parse(email)
@@ -298,20 +292,11 @@ pub(crate) fn open_break_glass(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(body::json::<BreakGlassRequest>(state.settings.http.body_limit))
         .and(with_state(state))
         .then(on_open_break_glass)
+        .map(reply::respond)
         .boxed()
 }
 
 async fn on_open_break_glass(
-    id: Uuid,
-    caller: Caller,
-    ctx: RequestContext,
-    input: BreakGlassRequest,
-    state: AppState,
-) -> Response {
-    reply::respond(open_break_glass_handler(id, caller, ctx, input, state).await)
-}
-
-async fn open_break_glass_handler(
     patient_id: Uuid,
     caller: Caller,
     ctx: RequestContext,
@@ -365,6 +350,7 @@ pub(crate) fn review_break_glass(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(query::raw())
         .and(with_state(state))
         .then(on_review_break_glass)
+        .map(reply::respond)
         .boxed()
 }
 
@@ -373,17 +359,8 @@ async fn on_review_break_glass(
     ctx: RequestContext,
     raw: String,
     state: AppState,
-) -> Response {
-    reply::respond(review_handler(caller, ctx, &raw, state).await)
-}
-
-async fn review_handler(
-    caller: Caller,
-    ctx: RequestContext,
-    raw: &str,
-    state: AppState,
 ) -> Result<Response, Error> {
-    let q = Query::parse(raw, &["since", "limit"])?;
+    let q = Query::parse(&raw, &["since", "limit"])?;
     let since = q
         .datetime("since")?
         .unwrap_or_else(|| state.clock.now() - chrono::Duration::days(30));

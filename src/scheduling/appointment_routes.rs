@@ -283,11 +283,8 @@ pub(crate) fn list(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(query::raw())
         .and(with_state(state))
         .then(on_list)
+        .map(reply::respond)
         .boxed()
-}
-
-async fn on_list(caller: Caller, ctx: RequestContext, raw: String, state: AppState) -> Response {
-    reply::respond(list_handler(caller, ctx, &raw, state).await)
 }
 
 fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
@@ -310,13 +307,13 @@ fn decode_cursor(value: &str) -> Option<(DateTime<Utc>, Uuid)> {
     ))
 }
 
-async fn list_handler(
+async fn on_list(
     caller: Caller,
     ctx: RequestContext,
-    raw: &str,
+    raw: String,
     state: AppState,
 ) -> Result<Response, Error> {
-    let q = Query::parse(raw, LIST_PARAMS)?;
+    let q = Query::parse(&raw, LIST_PARAMS)?;
     let mut filter = ListFilter {
         provider_id: q.uuid("provider")?,
         patient_id: q.uuid("patient")?,
@@ -522,9 +519,13 @@ struct Changer {
     ctx: RequestContext,
 }
 
-/// The appointment's type (its cutoff is one of the rules' facts).
-fn type_of(conn: &mut PgConnection, row: &AppointmentRow) -> Result<providers::AppointmentType, Error> {
-    providers::get_type(conn, row.provider_id, row.type_id)?.ok_or(Error::NotFound)
+/// The appointment's provider (its time zone shapes the answer) and type (its cutoff
+/// is one of the rules' facts), in one query.
+fn provider_and_type(
+    conn: &mut PgConnection,
+    row: &AppointmentRow,
+) -> Result<(providers::Provider, providers::AppointmentType), Error> {
+    providers::with_type(conn, row.provider_id, row.type_id)?.ok_or(Error::NotFound)
 }
 
 /// Asks the rules whether `transition` may happen to `row` now and, if so, writes it
@@ -537,7 +538,7 @@ fn apply_change(
     transition: Transition,
     cancellation: Option<Cancellation<'_>>,
 ) -> Result<Answer, Failure> {
-    let kind = type_of(conn, row)?;
+    let (provider, kind) = provider_and_type(conn, row)?;
     let to = rules::transition(&facts(row, &kind), transition, who.caller.role, state.clock.now())
         .map_err(|refusal| refused(row, refusal))?;
     let updated = appointments::change_status(
@@ -560,12 +561,15 @@ fn apply_change(
                 DetailValue::Code(Code::parse(updated.status.clone()).unwrap_or(Code::new("unknown"))),
             ),
     )?;
-    let tz = providers::get(conn, updated.provider_id)?
-        .map(|p| p.tz())
-        .unwrap_or(chrono_tz::UTC);
     answer(
         StatusCode::OK,
-        &appointments::view(&state.crypto, &updated, tz, true, &state.settings.consult.window)?,
+        &appointments::view(
+            &state.crypto,
+            &updated,
+            provider.tz(),
+            true,
+            &state.settings.consult.window,
+        )?,
     )
 }
 
@@ -703,8 +707,7 @@ async fn on_reschedule(
     );
     request
         .run(&state, idem, id, move |conn, state, who, row| {
-            let (provider, kind) =
-                providers::with_type(conn, row.provider_id, row.type_id)?.ok_or(Error::NotFound)?;
+            let (provider, kind) = provider_and_type(conn, &row)?;
             rules::reschedule(&facts(&row, &kind), who.caller.role, state.clock.now())
                 .map_err(|refusal| refused(&row, refusal))?;
             let updated = appointments::reschedule(

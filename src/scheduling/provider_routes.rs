@@ -561,15 +561,12 @@ pub(crate) fn slots(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(query::raw())
         .and(with_state(state))
         .then(on_slots)
+        .map(reply::respond)
         .boxed()
 }
 
-async fn on_slots(id: Uuid, raw: String, state: AppState) -> Response {
-    reply::respond(slots_handler(id, &raw, state).await)
-}
-
-async fn slots_handler(id: Uuid, raw: &str, state: AppState) -> Result<Response, Error> {
-    let q = Query::parse(raw, &["type", "from", "to"])?;
+async fn on_slots(id: Uuid, raw: String, state: AppState) -> Result<Response, Error> {
+    let q = Query::parse(&raw, &["type", "from", "to"])?;
     let type_id = q
         .uuid("type")?
         .ok_or_else(|| Error::validation("query.type", "is required (an appointment type id)"))?;
