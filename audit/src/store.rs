@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
+use diesel::pg::data_types::PgTimestamp;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bytea, Text};
 use uuid::Uuid;
@@ -28,6 +29,9 @@ pub enum StoreError {
     Database(#[from] diesel::result::Error),
     #[error("audit row {id} cannot be decoded: {what}")]
     Undecodable { id: i64, seq: Option<u64>, what: String },
+    /// A chain entry whose event row is gone.
+    #[error("the event of audit chain entry {seq} is gone")]
+    EventMissing { seq: i64 },
     /// The chain's head in the database is not the one the sealer left: someone
     /// changed sealed rows. The sealer stops rather than sign over it.
     #[error(
@@ -210,19 +214,23 @@ impl Row {
             .chain
             .as_ref()
             .ok_or_else(|| self.undecodable("not sealed"))?;
-        let hash = |bytes: &[u8], what: &str| -> Result<Hash, StoreError> {
+        self.entry_at(chain.seq, &chain.prev_hash, &chain.hash)
+    }
+
+    fn entry_at(&self, seq: i64, prev_hash: &[u8], hash: &[u8]) -> Result<Entry, StoreError> {
+        let hash32 = |bytes: &[u8], what: &str| -> Result<Hash, StoreError> {
             bytes
                 .try_into()
                 .map_err(|_| self.undecodable(format!("{what} is not 32 bytes")))
         };
         Ok(Entry {
             sealed: SealedEvent {
-                seq: u64::try_from(chain.seq).map_err(|_| self.undecodable("seq is negative"))?,
+                seq: u64::try_from(seq).map_err(|_| self.undecodable("seq is negative"))?,
                 recorded_at: self.event.recorded_at,
                 event: self.event()?,
             },
-            prev_hash: hash(&chain.prev_hash, "prev_hash")?,
-            hash: hash(&chain.hash, "hash")?,
+            prev_hash: hash32(prev_hash, "prev_hash")?,
+            hash: hash32(hash, "hash")?,
         })
     }
 }
@@ -274,11 +282,35 @@ pub struct Sealed {
     pub oldest_lag: Option<chrono::Duration>,
 }
 
+/// The transaction id below which every transaction that could write to this
+/// database has ended, as text: the oldest transaction still running *here*, or,
+/// when none is, the next one to start.
+///
+/// `pg_snapshot_xmin` would be simpler but is cluster-wide: a session left idle in a
+/// transaction in another database of the same server would stop sealing for as long
+/// as it stays open. So the snapshot's running transactions are taken first and then
+/// those known to run in another database (through their own transaction lock and
+/// their backend's database) are left out. Taking the snapshot first matters: a
+/// transaction that started after it has a higher id than any it lists, and one that
+/// cannot be placed (just starting, or prepared) is counted as running here, which
+/// only delays sealing. `pg_locks`, and the database of each backend, are visible
+/// without extra privileges.
+const SEALING_HORIZON: &str = "\
+    WITH snapshot AS MATERIALIZED (SELECT pg_current_snapshot() AS snap), \
+         elsewhere AS MATERIALIZED ( \
+             SELECT l.transactionid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'transactionid' AND l.granted \
+               AND a.datid IS DISTINCT FROM (SELECT oid FROM pg_database WHERE datname = current_database())) \
+    SELECT coalesce( \
+        (SELECT min(x) FROM snapshot, pg_snapshot_xip(snapshot.snap) AS x \
+         WHERE NOT EXISTS (SELECT 1 FROM elsewhere e WHERE e.transactionid = x::xid)), \
+        (SELECT pg_snapshot_xmax(snap) FROM snapshot))::text AS horizon";
+
 /// Seals up to `limit` committed events, in one transaction: events of transactions
-/// older than every transaction still running, in (transaction, id) order after the
-/// last sealed one, so no event sealed later can belong before them. Continues from
-/// the database's head, which must be `expected` (the head this sealer left) when
-/// given.
+/// older than every transaction still running in this database (see
+/// [`SEALING_HORIZON`]), in (transaction, id) order after the last sealed one, so no
+/// event sealed later can belong before them. Continues from the database's head,
+/// which must be `expected` (the head this sealer left) when given.
 pub fn seal_batch(conn: &mut PgConnection, limit: i64, expected: Option<Head>) -> Result<Sealed, StoreError> {
     conn.transaction(|conn| {
         let last = head_row(conn)?;
@@ -294,16 +326,27 @@ pub fn seal_batch(conn: &mut PgConnection, limit: i64, expected: Option<Head>) -
         let (xid, id) = last
             .map(|l| (l.xid, l.event_id))
             .unwrap_or_else(|| ("0".to_owned(), 0));
+        #[derive(QueryableByName)]
+        struct Horizon {
+            #[diesel(sql_type = Text)]
+            horizon: String,
+        }
+        // A statement of its own: the rows are read with a later snapshot, which sees
+        // every transaction below the horizon as ended.
+        let horizon = diesel::sql_query(SEALING_HORIZON)
+            .get_result::<Horizon>(conn)?
+            .horizon;
         let events: Vec<EventRow> = diesel::sql_query(
             "SELECT id, recorded_at, actor_kind, actor_id, actor_role, action, resource_type, resource_id, \
                     patient_id, outcome, failure_reason, purpose, request_id, client_ip, user_agent, details \
              FROM audit_events \
-             WHERE (xid, id) > ($1::xid8, $2) AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
+             WHERE (xid, id) > ($1::xid8, $2) AND xid < $4::xid8 \
              ORDER BY xid, id LIMIT $3",
         )
         .bind::<Text, _>(xid)
         .bind::<BigInt, _>(id)
         .bind::<BigInt, _>(limit)
+        .bind::<Text, _>(horizon)
         .load(conn)?;
         if events.is_empty() {
             return Ok(Sealed {
@@ -366,22 +409,154 @@ pub fn unsealed_count(conn: &mut PgConnection) -> QueryResult<i64> {
         .map(|c| c.n)
 }
 
-/// Up to `limit` sealed entries after `after_seq`, in order.
-pub fn sealed_page(conn: &mut PgConnection, after_seq: u64, limit: i64) -> QueryResult<Vec<Row>> {
-    let rows: Vec<(ChainRow, EventRow)> = audit_chain::table
-        .inner_join(audit_events::table)
+/// Sessions of this database whose open transactions may keep committed events from
+/// being sealed (they hold a transaction id and started before the newest unsealed
+/// event was written): one line each, with
+/// the backend's pid, how long the transaction has been open and its state, for an
+/// operator to act on. Only sessions of roles the caller may see are described.
+pub fn holding_back(conn: &mut PgConnection) -> QueryResult<Vec<String>> {
+    #[derive(QueryableByName)]
+    struct Session {
+        #[diesel(sql_type = Text)]
+        line: String,
+    }
+    let (xid, id) = head_row(conn)?
+        .map(|l| (l.xid, l.event_id))
+        .unwrap_or_else(|| ("0".to_owned(), 0));
+    Ok(diesel::sql_query(
+        "SELECT format('pid %s (%s, transaction open for %s s, application %L)', pid, state, \
+                       round(extract(epoch FROM now() - xact_start))::bigint, application_name) AS line \
+         FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL \
+           AND xact_start <= (SELECT max(recorded_at) FROM audit_events WHERE (xid, id) > ($1::xid8, $2)) \
+         ORDER BY xact_start",
+    )
+    .bind::<Text, _>(xid)
+    .bind::<BigInt, _>(id)
+    .load::<Session>(conn)?
+    .into_iter()
+    .map(|s| s.line)
+    .collect())
+}
+
+/// A chain entry as stored, read for verification: every column nullable and the
+/// time as PostgreSQL's raw microseconds, so that whatever someone wrote into the
+/// tables (`NULL` where the schema forbids it after an `ALTER`, `'infinity'`, a time
+/// outside chrono's range) reads back and becomes a finding at its entry, never an
+/// error that stops verification.
+#[derive(Debug, Clone, Queryable)]
+pub struct StoredEntry {
+    pub seq: i64,
+    prev_hash: Option<Vec<u8>>,
+    hash: Option<Vec<u8>>,
+    event_id: Option<i64>,
+    recorded_at: Option<PgTimestamp>,
+    actor_kind: Option<String>,
+    actor_id: Option<Uuid>,
+    actor_role: Option<String>,
+    action: Option<String>,
+    resource_type: Option<String>,
+    resource_id: Option<Uuid>,
+    patient_id: Option<Uuid>,
+    outcome: Option<String>,
+    failure_reason: Option<String>,
+    purpose: Option<String>,
+    request_id: Option<String>,
+    client_ip: Option<String>,
+    user_agent: Option<String>,
+    details: Option<serde_json::Value>,
+}
+
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
+
+/// A PostgreSQL timestamp as a time, unless it is infinite or out of range.
+fn finite_time(raw: PgTimestamp) -> Option<DateTime<Utc>> {
+    if raw.0 == i64::MAX || raw.0 == i64::MIN {
+        return None;
+    }
+    DateTime::from_timestamp_micros(raw.0.checked_add(PG_EPOCH_UNIX_MICROS)?)
+}
+
+impl StoredEntry {
+    /// The entry, or why its stored row is not one the sealer could have written:
+    /// [`StoreError::EventMissing`] when the event row is gone, else
+    /// [`StoreError::Undecodable`].
+    pub fn entry(self) -> Result<Entry, StoreError> {
+        let seq = u64::try_from(self.seq).ok();
+        let Some(id) = self.event_id else {
+            return Err(StoreError::EventMissing { seq: self.seq });
+        };
+        let undecodable = |what: &str| StoreError::Undecodable {
+            id,
+            seq,
+            what: what.to_owned(),
+        };
+        let required =
+            |value: Option<String>, what: &str| value.ok_or_else(|| undecodable(&format!("{what} is NULL")));
+        let recorded_at = self
+            .recorded_at
+            .ok_or_else(|| undecodable("recorded_at is NULL"))
+            .and_then(|t| finite_time(t).ok_or_else(|| undecodable("recorded_at is not a finite time")))?;
+        let event = EventRow {
+            id,
+            recorded_at,
+            actor_kind: required(self.actor_kind, "actor_kind")?,
+            actor_id: self.actor_id,
+            actor_role: self.actor_role,
+            action: required(self.action, "action")?,
+            resource_type: required(self.resource_type, "resource_type")?,
+            resource_id: self.resource_id,
+            patient_id: self.patient_id,
+            outcome: required(self.outcome, "outcome")?,
+            failure_reason: self.failure_reason,
+            purpose: required(self.purpose, "purpose")?,
+            request_id: self.request_id,
+            client_ip: self.client_ip,
+            user_agent: self.user_agent,
+            details: self.details.ok_or_else(|| undecodable("details is NULL"))?,
+        };
+        let prev_hash = self.prev_hash.ok_or_else(|| undecodable("prev_hash is NULL"))?;
+        let hash = self.hash.ok_or_else(|| undecodable("hash is NULL"))?;
+        Row { event, chain: None }
+            .entry_at(self.seq, &prev_hash, &hash)
+            .map_err(|e| match e {
+                StoreError::Undecodable { id, what, .. } => StoreError::Undecodable { id, seq, what },
+                e => e,
+            })
+    }
+}
+
+/// Up to `limit` chain entries after `after_seq`, in order, with their events as
+/// stored (see [`StoredEntry`]).
+pub fn sealed_page(conn: &mut PgConnection, after_seq: u64, limit: i64) -> QueryResult<Vec<StoredEntry>> {
+    audit_chain::table
+        .left_join(audit_events::table)
         .filter(audit_chain::seq.gt(i64::try_from(after_seq).unwrap_or(i64::MAX)))
         .order(audit_chain::seq.asc())
         .limit(limit)
-        .select((ChainRow::as_select(), EventRow::as_select()))
-        .load(conn)?;
-    Ok(rows
-        .into_iter()
-        .map(|(chain, event)| Row {
-            event,
-            chain: Some(chain),
-        })
-        .collect())
+        .select((
+            audit_chain::seq,
+            audit_chain::prev_hash.nullable(),
+            audit_chain::hash.nullable(),
+            audit_events::id.nullable(),
+            audit_events::recorded_at.nullable(),
+            audit_events::actor_kind.nullable(),
+            audit_events::actor_id.nullable(),
+            audit_events::actor_role.nullable(),
+            audit_events::action.nullable(),
+            audit_events::resource_type.nullable(),
+            audit_events::resource_id.nullable(),
+            audit_events::patient_id.nullable(),
+            audit_events::outcome.nullable(),
+            audit_events::failure_reason.nullable(),
+            audit_events::purpose.nullable(),
+            audit_events::request_id.nullable(),
+            audit_events::client_ip.nullable(),
+            audit_events::user_agent.nullable(),
+            audit_events::details.nullable(),
+        ))
+        .load(conn)
 }
 
 /// The sequence number of the entry whose stored hash is `hash`.
@@ -408,33 +583,46 @@ pub fn store_checkpoint(conn: &mut PgConnection, signed: &SignedCheckpoint) -> Q
         .execute(conn)
 }
 
-#[derive(Queryable, Selectable)]
-#[diesel(table_name = audit_checkpoints)]
+/// A stored checkpoint, every column as it is (see [`StoredEntry`]).
+#[derive(Queryable)]
 struct CheckpointRow {
     size: i64,
-    head: Vec<u8>,
-    signed_at: DateTime<Utc>,
-    key_id: String,
-    signature: Vec<u8>,
+    head: Option<Vec<u8>>,
+    signed_at: Option<PgTimestamp>,
+    key_id: Option<String>,
+    signature: Option<Vec<u8>>,
 }
 
-/// Every checkpoint in the database, oldest first. A row that does not parse is
-/// returned with a zeroed signature, which then fails verification (as it should).
+/// Every checkpoint in the database, oldest first. A row that does not parse (a
+/// wrong length, a NULL, an infinite time) is returned with a zeroed signature, which
+/// then fails verification, as it should.
 pub fn checkpoints(conn: &mut PgConnection) -> QueryResult<Vec<SignedCheckpoint>> {
     let rows: Vec<CheckpointRow> = audit_checkpoints::table
         .order(audit_checkpoints::size.asc())
-        .select(CheckpointRow::as_select())
+        .select((
+            audit_checkpoints::size,
+            audit_checkpoints::head.nullable(),
+            audit_checkpoints::signed_at.nullable(),
+            audit_checkpoints::key_id.nullable(),
+            audit_checkpoints::signature.nullable(),
+        ))
         .load(conn)?;
     Ok(rows
         .into_iter()
-        .map(|row| SignedCheckpoint {
-            checkpoint: Checkpoint {
-                size: u64::try_from(row.size).unwrap_or(0),
-                head: row.head.as_slice().try_into().unwrap_or([0; 32]),
-                at: row.signed_at,
-            },
-            key_id: row.key_id,
-            signature: row.signature.as_slice().try_into().unwrap_or([0; 64]),
+        .map(|row| {
+            let head: Option<Hash> = row.head.as_deref().and_then(|h| h.try_into().ok());
+            let at = row.signed_at.and_then(finite_time);
+            let signature: Option<[u8; 64]> = row.signature.as_deref().and_then(|s| s.try_into().ok());
+            let broken = head.is_none() || at.is_none();
+            SignedCheckpoint {
+                checkpoint: Checkpoint {
+                    size: u64::try_from(row.size).unwrap_or(0),
+                    head: head.unwrap_or([0; 32]),
+                    at: at.unwrap_or_default(),
+                },
+                key_id: row.key_id.unwrap_or_default(),
+                signature: signature.filter(|_| !broken).unwrap_or([0; 64]),
+            }
         })
         .collect())
 }

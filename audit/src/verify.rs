@@ -9,12 +9,16 @@
 //! - **deleted**: a sequence number is missing, or the entry's predecessor is gone
 //!   and later entries were renumbered to close the gap;
 //! - **inserted**: a sequence number repeats, or the next entry really follows the
-//!   previous one (something was put between them);
+//!   previous one (something was put between them), or an entry's predecessor is
+//!   found earlier and the entry is right at the place just after it (what lies
+//!   between, with hashes of its own that check out, was put there);
 //! - **reordered**: the entry's predecessor sits later in the log;
 //! - **truncated**: a checkpoint in the database covers more entries than remain;
 //! - **rolled back**: a checkpoint kept outside the database covers more than the
 //!   database holds, or disagrees with it (the database was restored from an older
-//!   state, or rewritten);
+//!   state, or rewritten); named just after the last checkpoint that still matches
+//!   and was signed before the one contradicted, since a restored log may have grown
+//!   again, and been checkpointed again, past the point it was restored to;
 //! - **rewritten**: the chain is self-consistent but differs from a signed checkpoint
 //!   the database itself holds (someone recomputed the hashes);
 //! - **forged checkpoint**: a checkpoint's signature fails or names an unknown key.
@@ -25,6 +29,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use ed25519_dalek::VerifyingKey;
 
 use crate::chain::{GENESIS, Hash, Head, entry_hash};
@@ -155,6 +160,85 @@ fn consistent_at(entry: &Entry, seq: u64) -> bool {
     entry_hash(&entry.prev_hash, &encode(&sealed)) == entry.hash
 }
 
+/// How far back a renumbered deletion is recognised: an entry whose predecessor is
+/// gone is tried at this many later positions.
+const MAX_RENUMBERED_GAP: u64 = 64;
+
+/// Names what is wrong at `entry` (number `seq`), whose link to `prev` or own hash
+/// fails. `located` is where the entry's stored predecessor hash is found in the log,
+/// `next` the entry after it. Returns the first bad sequence number, the kind, and
+/// the reason.
+fn explain(
+    entry: &Entry,
+    seq: u64,
+    prev: Hash,
+    link_ok: bool,
+    self_ok: bool,
+    located: Option<u64>,
+    next: Option<&Entry>,
+) -> (u64, Tamper, String) {
+    if let Some(at) = located.filter(|at| *at >= seq) {
+        return (
+            seq,
+            Tamper::Reordered,
+            format!("its predecessor (hash {}…) is entry {at}", hex8(&entry.prev_hash)),
+        );
+    }
+    if let Some(at) = located.filter(|at| *at + 1 < seq)
+        && consistent_at(entry, at + 1)
+    {
+        // The entry was sealed right after entry `at`; everything now between them
+        // checked out on its own, so it was made to look sealed.
+        return (
+            at + 1,
+            Tamper::Inserted,
+            if at + 2 == seq {
+                format!(
+                    "entry {} was put between entry {at} and the entry that followed it (now numbered {seq})",
+                    at + 1
+                )
+            } else {
+                format!(
+                    "entries {} to {} were put between entry {at} and the entry that followed it (now numbered {seq})",
+                    at + 1,
+                    seq - 1
+                )
+            },
+        );
+    }
+    if next.is_some_and(|n| n.prev_hash == prev && consistent_at(n, seq)) {
+        return (
+            seq,
+            Tamper::Inserted,
+            "the next entry follows the previous one directly".to_owned(),
+        );
+    }
+    if !link_ok && located.is_none() {
+        if let Some(gap) = (1..=MAX_RENUMBERED_GAP).find(|gap| consistent_at(entry, seq + gap)) {
+            return (
+                seq,
+                Tamper::Deleted,
+                format!("{gap} entries before this one are gone and later entries were renumbered"),
+            );
+        }
+        if self_ok {
+            return (
+                seq,
+                Tamper::Deleted,
+                format!(
+                    "its predecessor (hash {}…) is not in the log",
+                    hex8(&entry.prev_hash)
+                ),
+            );
+        }
+    }
+    (
+        seq,
+        Tamper::Edited,
+        "the content does not match its hash".to_owned(),
+    )
+}
+
 /// Verifies `entries` (in sequence order, starting after `start`) against the
 /// checkpoints. `locate` finds the sequence number of the entry with a given stored
 /// hash (used only to explain a failure); `progress` is told each sequence number.
@@ -191,8 +275,20 @@ where
         .unwrap_or(Head::EMPTY);
     let mut prev = start.hash;
     let mut expected = start.size + 1;
-    let mut last_matched = start.size;
-    let mut matched = 0usize;
+    // Checkpoints the chain matched: (size, signed at).
+    let mut matched: Vec<(u64, DateTime<Utc>)> = Vec::new();
+    // The last entry known good when checkpoints signed up to `signed_by` contradict
+    // the log: the largest matching checkpoint signed no later than that. A log put
+    // back to an earlier state and sealed again gets new checkpoints that match it;
+    // they prove only that it is self-consistent, not that it is the log that was.
+    let trusted_before = |matched: &[(u64, DateTime<Utc>)], signed_by: DateTime<Utc>| {
+        matched
+            .iter()
+            .filter(|(_, at)| *at <= signed_by)
+            .map(|(size, _)| *size)
+            .max()
+            .unwrap_or(start.size)
+    };
     let mut entries = entries.into_iter().peekable();
 
     while let Some(entry) = entries.next() {
@@ -224,49 +320,20 @@ where
             } else {
                 locate(&entry.prev_hash).map_err(VerifyError::Source)?
             };
-            let finding = if let Some(at) = located.filter(|at| *at >= seq) {
-                (
-                    Tamper::Reordered,
-                    format!("its predecessor (hash {}…) is entry {at}", hex8(&entry.prev_hash)),
-                )
-            } else if next
-                .as_ref()
-                .is_some_and(|n| n.prev_hash == prev && consistent_at(n, seq))
-            {
-                (
-                    Tamper::Inserted,
-                    "the next entry follows the previous one directly".to_owned(),
-                )
-            } else if !link_ok && located.is_none() && consistent_at(&entry, seq + 1) {
-                (
-                    Tamper::Deleted,
-                    "the entry before this one is gone and later entries were renumbered".to_owned(),
-                )
-            } else if !link_ok && self_ok && located.is_none() {
-                (
-                    Tamper::Deleted,
-                    format!(
-                        "its predecessor (hash {}…) is not in the log",
-                        hex8(&entry.prev_hash)
-                    ),
-                )
-            } else {
-                (Tamper::Edited, "the content does not match its hash".to_owned())
-            };
-            return Err(tampered(seq, finding.0, finding.1));
+            let (at, tamper, detail) = explain(&entry, seq, prev, link_ok, self_ok, located, next.as_ref());
+            return Err(tampered(at, tamper, detail));
         }
-
         if let Some(at_size) = checkpoints.by_size.get(&seq) {
             for (checkpoint, origins) in at_size {
                 if checkpoint.checkpoint.head == entry.hash {
-                    matched += 1;
-                    last_matched = seq;
+                    matched.push((seq, checkpoint.checkpoint.at));
                 } else {
                     let tamper = if origins.contains(&Origin::Database) {
                         Tamper::Rewritten
                     } else {
                         Tamper::RolledBack
                     };
+                    let last_matched = trusted_before(&matched, checkpoint.checkpoint.at);
                     return Err(tampered(
                         last_matched + 1,
                         tamper,
@@ -288,20 +355,40 @@ where
         let in_database = at_size
             .iter()
             .any(|(_, origins)| origins.contains(&Origin::Database));
-        let tamper = if in_database {
-            Tamper::Truncated
+        let earliest_beyond = checkpoints
+            .by_size
+            .range(end + 1..)
+            .flat_map(|(_, at_size)| at_size.iter().map(|(c, _)| c.checkpoint.at))
+            .min()
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let last_matched = trusted_before(&matched, earliest_beyond);
+        // The database still holds a checkpoint beyond its end: rows were cut off the
+        // end, and the first missing one is the first bad entry. Only the outside copy
+        // knows it: the database was put back to an earlier state and may have grown
+        // again since, so nothing after the last checkpoint that still matches can be
+        // trusted.
+        return Err(if in_database {
+            tampered(
+                end + 1,
+                Tamper::Truncated,
+                format!(
+                    "a signed checkpoint in the database covers {size} entries but the log ends at {end}"
+                ),
+            )
         } else {
-            Tamper::RolledBack
-        };
-        return Err(tampered(
-            end + 1,
-            tamper,
-            format!("a signed checkpoint covers {size} entries but the log ends at {end}"),
-        ));
+            tampered(
+                last_matched + 1,
+                Tamper::RolledBack,
+                format!(
+                    "a signed checkpoint kept outside the database covers {size} entries but the log ends at {end}; \
+                     entries after {last_matched}, the last checkpoint that still matches, are not the ones it signed"
+                ),
+            )
+        });
     }
     Ok(Summary {
         entries: end - start.size,
-        checkpoints_matched: matched,
+        checkpoints_matched: matched.len(),
         head: Head {
             size: end,
             hash: if end == 0 { GENESIS } else { prev },

@@ -168,7 +168,8 @@ fn a_cut_tail_is_truncation_when_the_database_checkpoint_covers_it() {
 fn a_restored_backup_is_a_rollback_caught_by_the_external_checkpoint() {
     let full = log(30);
     let external = CheckpointSet::new([(checkpoint_at(&full, 30), Origin::External)]);
-    assert_eq!(finding(&full[..25], &external), (26, Tamper::RolledBack));
+    // No checkpoint before it still matches, so nothing is vouched for from entry 1 on.
+    assert_eq!(finding(&full[..25], &external), (1, Tamper::RolledBack));
     // A rolled-back database that then grew again diverges from the checkpoint.
     let mut diverged = full[..25].to_vec();
     let more = log_of((1..=30).map(|i| event(i + 1000)).collect());
@@ -240,6 +241,273 @@ fn verification_can_start_from_a_trusted_checkpoint() {
     .unwrap();
     assert_eq!(summary.entries, 10);
     assert_eq!(summary.head.size, 40);
+}
+
+// ---- every tamper class, named at its exact entry ---------------------------------
+
+/// Recomputes every hash from entry `from` (1-based) on, as an attacker who wants the
+/// chain to look whole would.
+fn rechain(entries: &mut [Entry], from: u64) {
+    let i = from as usize - 1;
+    let mut head = Head {
+        size: from - 1,
+        hash: if i == 0 { [0; 32] } else { entries[i - 1].hash },
+    };
+    for e in &mut entries[i..] {
+        let (prev_hash, hash) = head.append(&e.sealed);
+        e.prev_hash = prev_hash;
+        e.hash = hash;
+    }
+}
+
+/// A forged event placed at entry 7 of a 20-entry log, the genuine 7..20 moved up.
+fn with_forged_seventh(own_hash: bool) -> Vec<Entry> {
+    let mut log = log(20);
+    let mut fake = log[6].clone();
+    fake.sealed.event.actor = Actor::Anonymous;
+    fake.sealed.event.action = action::DELETE;
+    log.insert(6, fake);
+    renumber(&mut log);
+    if own_hash {
+        // Its link and its own hash check out; what follows is left as it was.
+        let mut head = Head {
+            size: 6,
+            hash: log[5].hash,
+        };
+        let (prev_hash, hash) = head.append(&log[6].sealed);
+        log[6].prev_hash = prev_hash;
+        log[6].hash = hash;
+    }
+    log
+}
+
+#[test]
+fn an_edit_of_any_field_is_named_at_its_entry() {
+    type Edit = fn(&mut Entry);
+    let edits: [(&str, Edit); 16] = [
+        ("recorded_at", |e| {
+            e.sealed.recorded_at += chrono::Duration::seconds(1)
+        }),
+        ("actor", |e| e.sealed.event.actor = Actor::Anonymous),
+        ("actor role", |e| {
+            if let Actor::User { role, .. } = &mut e.sealed.event.actor {
+                *role = Code::new("admin");
+            }
+        }),
+        ("action", |e| e.sealed.event.action = action::DELETE),
+        ("resource type", |e| {
+            e.sealed.event.resource_type = resource::APPOINTMENT
+        }),
+        ("resource id", |e| {
+            e.sealed.event.resource_id = Some(Uuid::from_u128(5))
+        }),
+        ("patient", |e| e.sealed.event.patient_id = None),
+        ("outcome", |e| {
+            e.sealed.event.outcome = carewire_audit::Outcome::Failure(Code::new("forbidden"));
+        }),
+        ("purpose", |e| e.sealed.event.purpose = purpose::EMERGENCY),
+        ("request id", |e| e.sealed.event.request_id = Some("r".to_owned())),
+        ("client ip", |e| {
+            e.sealed.event.client_ip = Some([10, 0, 0, 1].into())
+        }),
+        ("user agent", |e| {
+            e.sealed.event.user_agent = Some("curl".to_owned())
+        }),
+        ("details", |e| {
+            e.sealed
+                .event
+                .details
+                .insert(Code::new("n"), DetailValue::Count(-1));
+        }),
+        ("an added detail", |e| {
+            e.sealed
+                .event
+                .details
+                .insert(Code::new("extra"), DetailValue::Count(1));
+        }),
+        ("its hash", |e| e.hash[0] ^= 1),
+        ("its predecessor hash", |e| e.prev_hash[31] ^= 0x80),
+    ];
+    for (field, edit) in edits {
+        let mut log = log(20);
+        edit(&mut log[6]);
+        assert_eq!(
+            finding(&log, &CheckpointSet::default()),
+            (7, Tamper::Edited),
+            "{field}"
+        );
+    }
+}
+
+#[test]
+fn deletions_are_named_at_the_first_missing_entry() {
+    for count in [1, 3] {
+        let mut gap = log(20);
+        gap.drain(6..6 + count);
+        assert_eq!(
+            finding(&gap, &CheckpointSet::default()),
+            (7, Tamper::Deleted),
+            "{count}, gap open"
+        );
+        renumber(&mut gap);
+        assert_eq!(
+            finding(&gap, &CheckpointSet::default()),
+            (7, Tamper::Deleted),
+            "{count}, gap closed"
+        );
+    }
+}
+
+#[test]
+fn an_insertion_is_named_at_the_forged_entry_whether_or_not_it_has_a_hash_of_its_own() {
+    assert_eq!(
+        finding(&with_forged_seventh(false), &CheckpointSet::default()),
+        (7, Tamper::Inserted)
+    );
+    assert_eq!(
+        finding(&with_forged_seventh(true), &CheckpointSet::default()),
+        (7, Tamper::Inserted)
+    );
+    // Two forged entries, each with a hash of its own.
+    let mut log = log(20);
+    for _ in 0..2 {
+        let mut fake = log[6].clone();
+        fake.sealed.event.action = action::DELETE;
+        log.insert(6, fake);
+    }
+    renumber(&mut log);
+    rechain(&mut log[..8], 7);
+    assert_eq!(finding(&log, &CheckpointSet::default()), (7, Tamper::Inserted));
+}
+
+#[test]
+fn an_insertion_with_every_later_hash_recomputed_is_caught_after_the_last_matching_checkpoint() {
+    let original = log(20);
+    let mut forged = with_forged_seventh(false);
+    rechain(&mut forged, 7);
+    let checkpoints = CheckpointSet::new([
+        (checkpoint_at(&original, 6), Origin::Database),
+        (checkpoint_at(&original, 20), Origin::Database),
+    ]);
+    assert_eq!(finding(&forged, &checkpoints), (7, Tamper::Rewritten));
+    let outside = CheckpointSet::new([
+        (checkpoint_at(&original, 6), Origin::External),
+        (checkpoint_at(&original, 20), Origin::External),
+    ]);
+    assert_eq!(finding(&forged, &outside), (7, Tamper::RolledBack));
+}
+
+#[test]
+fn reordering_is_named_where_the_order_breaks_near_or_far() {
+    let mut near = log(20);
+    near.swap(6, 7);
+    renumber(&mut near);
+    assert_eq!(finding(&near, &CheckpointSet::default()), (7, Tamper::Reordered));
+    let mut far = log(40);
+    far.swap(6, 30);
+    renumber(&mut far);
+    assert_eq!(finding(&far, &CheckpointSet::default()), (7, Tamper::Reordered));
+    // One entry moved far back, the others closing up behind it.
+    let mut moved = log(40);
+    let entry = moved.remove(6);
+    moved.insert(30, entry);
+    renumber(&mut moved);
+    assert_eq!(finding(&moved, &CheckpointSet::default()), (7, Tamper::Reordered));
+    let mut moved = log(40);
+    let entry = moved.remove(30);
+    moved.insert(6, entry);
+    renumber(&mut moved);
+    assert_eq!(finding(&moved, &CheckpointSet::default()), (7, Tamper::Reordered));
+}
+
+/// The log `full[..restored]` grown again with `more` new entries, as after a restore.
+fn regrown(full: &[Entry], restored: usize, more: usize) -> Vec<Entry> {
+    let mut log = full[..restored].to_vec();
+    let mut head = Head {
+        size: restored as u64,
+        hash: log[restored - 1].hash,
+    };
+    for i in 0..more {
+        let sealed = SealedEvent {
+            seq: (restored + i + 1) as u64,
+            recorded_at: at(5_000 + i as u64),
+            event: event(10_000 + i as u64),
+        };
+        let (prev_hash, hash) = head.append(&sealed);
+        log.push(Entry {
+            sealed,
+            prev_hash,
+            hash,
+        });
+    }
+    log
+}
+
+#[test]
+fn a_log_rolled_back_and_grown_again_is_named_just_after_the_last_checkpoint_that_still_matches() {
+    let full = log(30);
+    let outside = || {
+        CheckpointSet::new([
+            (checkpoint_at(&full, 10), Origin::External),
+            (checkpoint_at(&full, 30), Origin::External),
+        ])
+    };
+    // Rolled back to 10, to 13 (between checkpoints), or not at all before growing.
+    for (restored_at, grown_to) in [(10, 15), (13, 15), (10, 10), (25, 35)] {
+        let log = regrown(&full, restored_at, grown_to - restored_at);
+        assert_eq!(
+            finding(&log, &outside()),
+            (11, Tamper::RolledBack),
+            "restored at {restored_at}, grown to {grown_to}"
+        );
+    }
+    // The regrown log was checkpointed again after the restore: that checkpoint
+    // matches it, but was signed after the one it contradicts, so it vouches for nothing.
+    let log = regrown(&full, 10, 5);
+    let mut checkpoints = outside();
+    checkpoints.add(
+        signer().sign(Checkpoint {
+            size: 15,
+            head: log[14].hash,
+            at: at(40),
+        }),
+        Origin::Database,
+    );
+    assert_eq!(finding(&log, &checkpoints), (11, Tamper::RolledBack));
+}
+
+#[test]
+fn cutting_the_tail_is_named_at_the_first_missing_entry() {
+    let full = log(30);
+    let checkpoints = CheckpointSet::new([
+        (checkpoint_at(&full, 10), Origin::Database),
+        (checkpoint_at(&full, 30), Origin::Database),
+    ]);
+    assert_eq!(finding(&full[..25], &checkpoints), (26, Tamper::Truncated));
+}
+
+#[test]
+fn a_forged_or_re_signed_checkpoint_is_named_at_its_size() {
+    let log = log(20);
+    let mut edited = checkpoint_at(&log, 10);
+    edited.checkpoint.head = log[11].hash;
+    assert_eq!(
+        finding(&log, &CheckpointSet::new([(edited, Origin::Database)])),
+        (10, Tamper::ForgedCheckpoint)
+    );
+    // Re-signed by someone else's key over a rewritten chain.
+    let mut rewritten = log.clone();
+    rewritten[4].sealed.event.action = action::DELETE;
+    rechain(&mut rewritten, 5);
+    let resigned = CheckpointSigner::from_seed(&[3; 32]).sign(Checkpoint {
+        size: 20,
+        head: rewritten[19].hash,
+        at: at(20),
+    });
+    assert_eq!(
+        finding(&rewritten, &CheckpointSet::new([(resigned, Origin::Database)])),
+        (20, Tamper::ForgedCheckpoint)
+    );
 }
 
 // ---- properties -------------------------------------------------------------------

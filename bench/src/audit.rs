@@ -91,7 +91,7 @@ pub fn run(duration: Duration, writers: usize) -> anyhow::Result<()> {
         let page = store::sealed_page(&mut conn, after, 10_000)?;
         loading += t.elapsed();
         let Some(last) = page.last() else { break };
-        after = last.seq().map(|s| s as u64).unwrap_or(after);
+        after = last.seq as u64;
         let t = Instant::now();
         for row in page {
             in_memory.push(row.entry()?);

@@ -1,6 +1,6 @@
 //! The server's side of the audit log: recording events in the caller's transaction,
-//! the sealer that chains them and signs checkpoints, verification over the database,
-//! and the view of an event that the admin and patient routes
+//! the sealer that chains them and signs checkpoints, the public keys that verify
+//! them ([`trust`]), verification over the database, and the view of an event that the admin and patient routes
 //! (in `records::audit_routes`) and `carewire audit export` (in `cli::audit`)
 //! show.
 //!
@@ -17,6 +17,7 @@
 
 pub mod denial;
 pub mod sealer;
+pub mod trust;
 pub mod verification;
 pub mod view;
 

@@ -44,7 +44,13 @@ pub struct Sealer {
 }
 
 impl Sealer {
+    /// Publishes the signer's public key beside the checkpoint file (so that the log
+    /// can be verified without the secret key), then starts sealing.
     pub fn spawn(config: SealerConfig, signer: Arc<CheckpointSigner>) -> std::io::Result<Sealer> {
+        let key_file = super::trust::key_file_for(&config.checkpoint_file);
+        if let Err(e) = super::trust::publish(&key_file, &signer.verifying_key()) {
+            tracing::error!(error = %e, file = %key_file.display(), "cannot publish the audit signing key's public key");
+        }
         let (stop, stopped) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("audit-sealer".into())
@@ -121,18 +127,21 @@ fn run(config: &SealerConfig, signer: &CheckpointSigner, stopped: &mpsc::Receive
                 }
             }
         }
+        if stopping {
+            if let Some(l) = leader.as_mut() {
+                finish(l, config, signer);
+            }
+            return;
+        }
         let mut full_batch = false;
         if let Some(l) = leader.as_mut() {
-            match pass(l, config, signer, stopping) {
+            match pass(l, config, signer, false) {
                 Ok(full) => full_batch = full,
                 Err(e) => {
                     tracing::error!(error = %e, "audit sealing failed; retrying with a new connection");
                     leader = None; // dropping the connection releases the lock
                 }
             }
-        }
-        if stopping {
-            return;
         }
         let wait = if full_batch {
             Duration::ZERO
@@ -143,16 +152,61 @@ fn run(config: &SealerConfig, signer: &CheckpointSigner, stopped: &mpsc::Receive
         };
         match stopped.recv_timeout(wait) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => {
-                // One last pass so what is committed gets sealed and checkpointed.
-                if let Some(l) = leader.as_mut()
-                    && let Err(e) = pass(l, config, signer, true)
-                {
-                    tracing::error!(error = %e, "the final audit sealing pass failed");
+                if let Some(l) = leader.as_mut() {
+                    finish(l, config, signer);
                 }
                 return;
             }
             Err(RecvTimeoutError::Timeout) => {}
         }
+    }
+}
+
+/// How long a stopping sealer waits for transactions still open in this database
+/// before it gives up on sealing the events committed after them.
+const FINISH_WAIT: Duration = Duration::from_secs(3);
+
+/// The last passes before stopping: seal everything committed and sign a last
+/// checkpoint; what cannot be sealed in time (because older transactions here are
+/// still open) is said loudly, with the sessions that hold it back. Those events are
+/// kept, and the next sealer to run seals them.
+fn finish(l: &mut Leadership, config: &SealerConfig, signer: &CheckpointSigner) {
+    let deadline = Instant::now() + FINISH_WAIT;
+    loop {
+        match pass(l, config, signer, true) {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "the final audit sealing pass failed; committed events may be left unsealed");
+                return;
+            }
+        }
+        if l.halted {
+            return;
+        }
+        let left = match store::unsealed_count(&mut l.conn) {
+            Ok(left) => left,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot tell whether every committed audit event was sealed");
+                return;
+            }
+        };
+        if left == 0 {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let sessions = store::holding_back(&mut l.conn).unwrap_or_default();
+            tracing::error!(
+                unsealed = left,
+                holding_back = ?sessions,
+                "STOPPING WITH {left} COMMITTED AUDIT EVENTS UNSEALED: transactions that started before them are \
+                 still open in this database, and sealing past them could put an earlier event after a later one. \
+                 The events are kept and the next sealer to run seals them; until then `carewire audit verify` \
+                 does not cover them"
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

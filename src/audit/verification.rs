@@ -25,13 +25,22 @@ pub struct Report {
     pub elapsed: Duration,
 }
 
-/// Reads the external checkpoint file (JSON lines). A missing file is empty.
+/// Reads the external checkpoint file (JSON lines). A file that is missing or cannot
+/// be read is an error: without it a rollback to an earlier checkpoint goes unseen,
+/// so only the operator may decide to go on without it.
 pub fn read_checkpoint_file(path: &Path) -> anyhow::Result<Vec<SignedCheckpoint>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
-    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow::anyhow!(
+                "there is no external checkpoint file at {}; without it a database restored to an earlier \
+                 checkpoint cannot be told apart from an intact one (pass --no-external-checkpoints to verify \
+                 against the database's own checkpoints only)",
+                path.display()
+            )
+        } else {
+            anyhow::anyhow!("cannot read the external checkpoint file {}: {e}", path.display())
+        }
+    })?;
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
@@ -81,15 +90,13 @@ pub fn verify_database(
 
     let conn = RefCell::new(conn);
     let mut after = start.map(|c| c.size).unwrap_or(0);
-    let mut page: std::vec::IntoIter<store::Row> = Vec::new().into_iter();
+    let mut page: std::vec::IntoIter<store::StoredEntry> = Vec::new().into_iter();
     let mut exhausted = false;
     let entries = std::iter::from_fn(|| {
         loop {
-            if let Some(row) = page.next() {
-                if let Some(seq) = row.seq() {
-                    after = u64::try_from(seq).unwrap_or(after);
-                }
-                return Some(row.entry());
+            if let Some(stored) = page.next() {
+                after = u64::try_from(stored.seq).unwrap_or(after);
+                return Some(stored.entry());
             }
             if exhausted {
                 return None;
@@ -123,10 +130,16 @@ pub fn verify_database(
             elapsed: started.elapsed(),
         })),
         Err(VerifyError::Tampered(finding)) => Ok(Err(finding)),
+        // What the sealer could not have written was written by someone else.
         Err(VerifyError::Source(StoreError::Undecodable { seq, what, .. })) => Ok(Err(Finding {
             seq: seq.unwrap_or(0),
             tamper: Tamper::Edited,
             detail: format!("the stored row cannot be read back: {what}"),
+        })),
+        Err(VerifyError::Source(StoreError::EventMissing { seq })) => Ok(Err(Finding {
+            seq: u64::try_from(seq).unwrap_or(0),
+            tamper: Tamper::Deleted,
+            detail: "the event is gone; its chain entry remains".to_owned(),
         })),
         Err(VerifyError::Source(e)) => Err(e.into()),
     }

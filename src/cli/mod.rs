@@ -105,7 +105,15 @@ pub async fn run(command: Command, mut settings: Settings) -> anyhow::Result<Exi
         // Refuse before starting an embedded cluster for nothing.
         settings.check_demo()?;
     }
-    let cluster = resolve_database(&mut settings).await?;
+    let verifying = matches!(command, Command::Audit(AuditCommand::Verify(_)));
+    let cluster = match resolve_database(&mut settings).await {
+        Ok(cluster) => cluster,
+        Err(e) if verifying => {
+            eprintln!("carewire: COULD NOT VERIFY the audit log: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e),
+    };
     let result = match command {
         Command::Serve { .. } => serve(settings).await.map(|()| ExitCode::SUCCESS),
         Command::Migrate => migrate(settings).await.map(|()| ExitCode::SUCCESS),
@@ -115,13 +123,24 @@ pub async fn run(command: Command, mut settings: Settings) -> anyhow::Result<Exi
                 .map(|()| ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::Verify(args)) => {
-            tokio::task::spawn_blocking(move || audit::verify(&settings, &args))
-                .await?
-                .map(|verdict| match verdict {
-                    Verdict::Intact => ExitCode::SUCCESS,
-                    Verdict::Tampered => ExitCode::from(1),
-                })
+            // 0 intact, 1 tampered, 2 could not tell: a script must never read a
+            // failure to verify as either verdict.
+            Ok(
+                match tokio::task::spawn_blocking(move || audit::verify(&settings, &args))
+                    .await
+                    .map_err(anyhow::Error::from)
+                    .and_then(|verdict| verdict)
+                {
+                    Ok(Verdict::Intact) => ExitCode::SUCCESS,
+                    Ok(Verdict::Tampered) => ExitCode::from(1),
+                    Err(e) => {
+                        eprintln!("carewire: COULD NOT VERIFY the audit log: {e:#}");
+                        ExitCode::from(2)
+                    }
+                },
+            )
         }
+        Command::Audit(AuditCommand::PublicKey) => audit::public_key(&settings).map(|()| ExitCode::SUCCESS),
         Command::Keys(keys) => tokio::task::spawn_blocking(move || keys::run(&settings, &keys))
             .await?
             .map(|()| ExitCode::SUCCESS),

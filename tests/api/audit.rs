@@ -42,9 +42,15 @@ async fn wait_sealed(app: &TestApp) {
     }
 }
 
-/// Verifies the test database's log with the external checkpoint file.
+/// Verifies the test database's log with the external checkpoint file (none yet
+/// while the server has not written a checkpoint).
 fn verify(app: &TestApp) -> Result<carewire::audit::verification::Report, Finding> {
-    let external = carewire::audit::verification::read_checkpoint_file(&app.checkpoint_file()).unwrap();
+    let file = app.checkpoint_file();
+    let external = if file.exists() {
+        carewire::audit::verification::read_checkpoint_file(&file).unwrap()
+    } else {
+        Vec::new()
+    };
     carewire::audit::verification::verify_database(
         &mut app.db.connect(),
         &[signer().verifying_key()],
@@ -434,7 +440,8 @@ async fn a_database_rolled_back_to_an_earlier_state_is_caught_by_the_external_ch
          DELETE FROM audit_chain WHERE seq > 15;
          DELETE FROM audit_checkpoints WHERE size > 15",
     );
-    assert_eq!(finding(&app), (16, Tamper::RolledBack));
+    // No checkpoint before the one it contradicts remains, so nothing is vouched for.
+    assert_eq!(finding(&app), (1, Tamper::RolledBack));
     // Without the external file the database alone looks intact: that is why it exists.
     let alone = carewire::audit::verification::verify_database(
         &mut app.db.connect(),
@@ -445,6 +452,180 @@ async fn a_database_rolled_back_to_an_earlier_state_is_caught_by_the_external_ch
     )
     .unwrap();
     assert!(alone.is_ok());
+}
+
+#[tokio::test]
+async fn values_the_decoder_cannot_read_are_tampering_at_their_entry() {
+    let app = sealed_log(20).await;
+    let at = |seq: u64| format!("(SELECT event_id FROM audit_chain WHERE seq = {seq})");
+    tamper(
+        &app,
+        &format!(
+            "UPDATE audit_events SET recorded_at = 'infinity' WHERE id = {}",
+            at(9)
+        ),
+    );
+    assert_eq!(finding(&app), (9, Tamper::Edited));
+    // NULLs where the schema forbids them, once someone has dropped the constraint.
+    tamper(
+        &app,
+        &format!(
+            "ALTER TABLE audit_events ALTER COLUMN action DROP NOT NULL;
+             UPDATE audit_events SET action = NULL WHERE id = {}",
+            at(7)
+        ),
+    );
+    assert_eq!(finding(&app), (7, Tamper::Edited));
+    tamper(
+        &app,
+        "ALTER TABLE audit_chain ALTER COLUMN prev_hash DROP NOT NULL;
+         UPDATE audit_chain SET prev_hash = NULL WHERE seq = 5",
+    );
+    assert_eq!(finding(&app), (5, Tamper::Edited));
+    // The event gone, its chain entry left behind.
+    tamper(&app, &format!("DELETE FROM audit_events WHERE id = {}", at(3)));
+    assert_eq!(finding(&app), (3, Tamper::Deleted));
+    // A checkpoint that cannot be read is not one anybody signed.
+    tamper(&app, "UPDATE audit_checkpoints SET signed_at = '-infinity'");
+    assert_eq!(finding(&app), (20, Tamper::ForgedCheckpoint));
+}
+
+#[tokio::test]
+async fn an_inserted_row_with_a_correct_hash_of_its_own_is_named_where_it_was_put() {
+    use carewire_audit::chain::Head;
+    use carewire_audit::encoding::SealedEvent;
+    let app = sealed_log(20).await;
+    #[derive(diesel::QueryableByName)]
+    struct H {
+        #[diesel(sql_type = diesel::sql_types::Bytea)]
+        hash: Vec<u8>,
+    }
+    let h14: Vec<u8> = diesel::sql_query("SELECT hash FROM audit_chain WHERE seq = 14")
+        .get_result::<H>(&mut app.db.connect())
+        .unwrap()
+        .hash;
+    // The forger computes a hash for their event that follows entry 14 correctly.
+    let recorded_at = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    let forged = SealedEvent {
+        seq: 15,
+        recorded_at,
+        event: AuditEvent::new(
+            Actor::Anonymous,
+            action::READ,
+            resource::PATIENT,
+            purpose::TREATMENT,
+        ),
+    };
+    let mut head = Head {
+        size: 14,
+        hash: h14.try_into().unwrap(),
+    };
+    let (prev, hash) = head.append(&forged);
+    tamper(
+        &app,
+        &format!(
+            "UPDATE audit_chain SET seq = seq + 1000 WHERE seq >= 15;
+             UPDATE audit_chain SET seq = seq - 999 WHERE seq >= 1015;
+             WITH fake AS (
+                 INSERT INTO audit_events (recorded_at, actor_kind, action, resource_type, outcome, purpose)
+                 VALUES ('2026-01-01T00:00:00Z', 'anonymous', 'read', 'patient', 'success', 'TREAT') RETURNING id)
+             INSERT INTO audit_chain (seq, event_id, prev_hash, hash)
+                 SELECT 15, fake.id, '\\x{}', '\\x{}' FROM fake",
+            hex::encode(prev),
+            hex::encode(hash)
+        ),
+    );
+    assert_eq!(finding(&app), (15, Tamper::Inserted));
+}
+
+#[tokio::test]
+async fn a_log_restored_to_a_checkpoint_and_grown_again_is_named_after_the_last_one_that_still_matches() {
+    // Three runs of the server on one database and one checkpoint file: 10 events
+    // (checkpoint 10), 10 more (checkpoint 20); then the database is put back to its
+    // state at 10 and a third run writes 5 new events and checkpoints them (15).
+    let db = support::TestDatabase::create();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit-checkpoints.jsonl");
+    let run = |n: usize| {
+        let db = db.shared();
+        let file = file.display().to_string();
+        async move {
+            let mut app = TestApp::builder()
+                .database(db)
+                .setting("CAREWIRE_AUDIT_CHECKPOINT_FILE", &file)
+                .spawn()
+                .await;
+            write_events(&mut app.db.connect(), n);
+            wait_sealed(&app).await;
+            app.shutdown().await;
+            app
+        }
+    };
+    run(10).await;
+    run(10).await;
+    let app = run(0).await;
+    tamper(
+        &app,
+        "DELETE FROM audit_events WHERE id IN (SELECT event_id FROM audit_chain WHERE seq > 10);
+         DELETE FROM audit_chain WHERE seq > 10;
+         DELETE FROM audit_checkpoints WHERE size > 10",
+    );
+    let app = run(5).await;
+    let sizes: Vec<u64> = carewire::audit::verification::read_checkpoint_file(&file)
+        .unwrap()
+        .iter()
+        .map(|c| c.checkpoint.size)
+        .collect();
+    assert_eq!(sizes, [10, 20, 15], "the regrown log was checkpointed again");
+    assert_eq!(finding(&app), (11, Tamper::RolledBack));
+}
+
+#[tokio::test]
+async fn sealing_goes_on_while_another_database_holds_a_transaction_open() {
+    let app = TestApp::spawn().await;
+    let elsewhere = support::TestDatabase::create();
+    let mut idle = elsewhere.connect();
+    diesel::sql_query("BEGIN").execute(&mut idle).unwrap();
+    diesel::sql_query("SELECT pg_current_xact_id()")
+        .execute(&mut idle)
+        .unwrap();
+    write_events(&mut app.db.connect(), 5);
+    wait_sealed(&app).await;
+    diesel::sql_query("ROLLBACK").execute(&mut idle).unwrap();
+}
+
+#[tokio::test]
+async fn a_stop_that_cannot_seal_everything_says_so_and_the_next_run_seals_it() {
+    support::capture_logs();
+    let mut app = TestApp::spawn().await;
+    write_events(&mut app.db.connect(), 3);
+    wait_sealed(&app).await;
+    // A transaction here that took an id before the next events and stays open:
+    // sealing past it could put its event after later ones, so it must wait.
+    let mut open = app.db.connect();
+    diesel::sql_query("BEGIN").execute(&mut open).unwrap();
+    diesel::sql_query("SELECT pg_current_xact_id()")
+        .execute(&mut open)
+        .unwrap();
+    write_events(&mut app.db.connect(), 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        carewire_audit::store::unsealed_count(&mut app.db.connect()).unwrap(),
+        2
+    );
+    app.shutdown().await;
+    let logs = support::captured_logs();
+    assert!(
+        logs.contains("STOPPING WITH 2 COMMITTED AUDIT EVENTS UNSEALED")
+            && logs.contains("idle in transaction"),
+        "{logs}"
+    );
+    diesel::sql_query("COMMIT").execute(&mut open).unwrap();
+    let next = TestApp::builder().database(app.db.shared()).spawn().await;
+    wait_sealed(&next).await;
+    assert_eq!(verify(&next).unwrap().summary.entries, 5);
 }
 
 #[tokio::test]
@@ -543,6 +724,180 @@ mod binary {
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert_eq!(output.status.code(), Some(1), "{stdout}");
         assert!(stdout.contains("edited at sequence number 5"), "{stdout}");
+    }
+
+    /// `carewire audit verify` as an outside auditor runs it: nothing but the
+    /// database URL (a read-only role), the checkpoint file and the arguments.
+    fn auditor(url: &str, data_dir: &std::path::Path) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_carewire"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", url)
+            .env("CAREWIRE_DATA_DIR", data_dir)
+            .env("CAREWIRE_LOG", "warn")
+            .args(["audit", "verify"]);
+        cmd
+    }
+
+    fn run(cmd: &mut Command) -> (Option<i32>, String) {
+        let output = cmd.output().unwrap();
+        (
+            output.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    }
+
+    const READ_ONLY_AUDITOR: &str = "GRANT SELECT ON audit_events, audit_chain, audit_checkpoints TO {role};
+         ALTER ROLE {role} SET default_transaction_read_only = on";
+
+    #[tokio::test]
+    async fn an_auditor_verifies_with_a_read_only_role_a_checkpoint_file_and_a_public_key() {
+        let app = sealed_log(8).await;
+        let role = support::TestRole::create(&app.db, "auditor", READ_ONLY_AUDITOR);
+        let url = role.url(&app.db.url);
+        let desk = tempfile::tempdir().unwrap();
+        let file = app.checkpoint_file().display().to_string();
+        let public = carewire::audit::trust::format_public_key(&signer().verifying_key());
+
+        let (code, out) =
+            run(auditor(&url, desk.path()).args(["--checkpoints", &file, "--trusted-key", &public]));
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("intact: 8 entries"), "{out}");
+        assert!(out.contains("trusted keys:"), "{out}");
+        // The key file the server published beside its checkpoints will do as well.
+        let key_file = carewire::audit::trust::key_file_for(&app.checkpoint_file());
+        assert!(key_file.exists());
+        let (code, out) = run(auditor(&url, desk.path()).args(["--checkpoints", &file]));
+        assert_eq!(code, Some(0), "{out}");
+        assert!(
+            std::fs::read_dir(desk.path()).unwrap().next().is_none(),
+            "verify wrote into its data folder (a key?)"
+        );
+
+        // Someone else's key vouches for nothing: the checkpoints are not trusted.
+        let stranger =
+            carewire::audit::trust::format_public_key(&CheckpointSigner::from_seed(&[7; 32]).verifying_key());
+        let (code, out) =
+            run(auditor(&url, desk.path()).args(["--checkpoints", &file, "--trusted-key", &stranger]));
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("forged checkpoint"), "{out}");
+
+        // The role really is read-only for the log.
+        let mut conn = <diesel::pg::PgConnection as diesel::Connection>::establish(&url).unwrap();
+        let err = diesel::sql_query(
+            "INSERT INTO audit_checkpoints (size, head, signed_at, key_id, signature) \
+                                     VALUES (99, '\\x00', now(), 'x', '\\x00')",
+        )
+        .execute(&mut conn)
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("read-only") || err.contains("permission denied"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn verify_exits_2_when_it_cannot_tell() {
+        let app = sealed_log(4).await;
+        let desk = tempfile::tempdir().unwrap();
+        let file = app.checkpoint_file().display().to_string();
+        let public = carewire::audit::trust::format_public_key(&signer().verifying_key());
+        let cases: Vec<(&str, Command, &str)> = vec![
+            (
+                "no checkpoint file",
+                {
+                    let mut cmd = auditor(&app.db.url, desk.path());
+                    cmd.args([
+                        "--checkpoints",
+                        "/nonexistent/checkpoints.jsonl",
+                        "--trusted-key",
+                        &public,
+                    ]);
+                    cmd
+                },
+                "no external checkpoint file",
+            ),
+            (
+                "no trusted key",
+                {
+                    let mut cmd = auditor(&app.db.url, desk.path());
+                    cmd.args([
+                        "--checkpoints",
+                        &file,
+                        "--trusted-key-file",
+                        "/nonexistent/keys.jsonl",
+                    ]);
+                    cmd
+                },
+                "no trusted public key",
+            ),
+            (
+                "no database",
+                {
+                    let mut cmd = auditor("postgres://postgres@127.0.0.1:1/none", desk.path());
+                    cmd.args(["--checkpoints", &file, "--trusted-key", &public]);
+                    cmd
+                },
+                "cannot connect",
+            ),
+            (
+                "an unreadable checkpoint file",
+                {
+                    let bad = desk.path().join("bad.jsonl");
+                    std::fs::write(&bad, "not json\n").unwrap();
+                    let mut cmd = auditor(&app.db.url, desk.path());
+                    cmd.args(["--checkpoints", bad.to_str().unwrap(), "--trusted-key", &public]);
+                    cmd
+                },
+                "is not a checkpoint",
+            ),
+        ];
+        for (case, mut cmd, says) in cases {
+            let (code, out) = run(&mut cmd);
+            assert_eq!(code, Some(2), "{case}: {out}");
+            assert!(
+                out.contains("COULD NOT VERIFY") && out.contains(says),
+                "{case}: {out}"
+            );
+        }
+        // Without the file only by the operator's explicit choice.
+        let (code, out) = run(auditor(&app.db.url, desk.path()).args([
+            "--no-external-checkpoints",
+            "--trusted-key",
+            &public,
+        ]));
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("--no-external-checkpoints"), "{out}");
+        // A value the decoder cannot read is tampering (1), not a crash (2).
+        tamper(
+            &app,
+            "UPDATE audit_events SET recorded_at = 'infinity' WHERE id = (SELECT event_id FROM audit_chain WHERE seq = 2)",
+        );
+        let (code, out) =
+            run(auditor(&app.db.url, desk.path()).args(["--checkpoints", &file, "--trusted-key", &public]));
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("edited at sequence number 2"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn the_public_key_command_prints_what_verify_trusts() {
+        let app = sealed_log(1).await;
+        let output = carewire(&app).args(["audit", "public-key"]).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let printed = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        assert_eq!(
+            printed,
+            carewire::audit::trust::format_public_key(&signer().verifying_key())
+        );
     }
 
     #[tokio::test]

@@ -172,6 +172,29 @@ fn remove_stale_databases(admin: &mut PgConnection) -> anyhow::Result<()> {
             .execute(admin);
         }
     }
+    // Roles of crashed runs (see TestRole): their databases are gone now, so they
+    // hold no privileges and can go.
+    #[derive(QueryableByName)]
+    struct RoleName {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        rolname: String,
+    }
+    let roles: Vec<RoleName> =
+        diesel::sql_query("SELECT rolname::text FROM pg_roles WHERE rolname ~ '^cw_[a-z]+_[0-9]+_[0-9]+$'")
+            .load(admin)?;
+    for role in roles {
+        let pid = role
+            .rolname
+            .rsplit('_')
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !pid_alive(pid)
+        {
+            let _ = diesel::sql_query(format!("DROP ROLE IF EXISTS {}", quote_ident(&role.rolname)))
+                .execute(admin);
+        }
+    }
     Ok(())
 }
 
@@ -245,6 +268,53 @@ impl Drop for TestDatabase {
                 quote_ident(&self.name)
             ))
             .execute(&mut admin);
+        }
+    }
+}
+
+/// A login role made for one test, dropped with this handle (with every privilege it
+/// was granted in `database`).
+pub struct TestRole {
+    pub name: String,
+    database: String,
+}
+
+impl TestRole {
+    /// A new role with `LOGIN`, granted what `grants` says in `database` (the SQL runs
+    /// there as the superuser, with `{role}` standing for the role's name).
+    pub fn create(database: &TestDatabase, purpose: &str, grants: &str) -> TestRole {
+        let name = format!(
+            "cw_{purpose}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut conn = database.connect();
+        diesel::sql_query(format!("CREATE ROLE {} LOGIN", quote_ident(&name)))
+            .execute(&mut conn)
+            .expect("create a test role");
+        for statement in grants.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            diesel::sql_query(statement.replace("{role}", &quote_ident(&name)))
+                .execute(&mut conn)
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+        TestRole {
+            name,
+            database: database.url.clone(),
+        }
+    }
+
+    /// `url` signing in as this role.
+    pub fn url(&self, url: &str) -> String {
+        with_param(url, "user", &self.name)
+    }
+}
+
+impl Drop for TestRole {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = PgConnection::establish(&self.database) {
+            let role = quote_ident(&self.name);
+            let _ = diesel::sql_query(format!("DROP OWNED BY {role}")).execute(&mut conn);
+            let _ = diesel::sql_query(format!("DROP ROLE IF EXISTS {role}")).execute(&mut conn);
         }
     }
 }

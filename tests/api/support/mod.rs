@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-pub use database::{TestDatabase, with_param};
+pub use database::{TestDatabase, TestRole, with_param};
 
 pub const JWT_SECRET: &str = "test-signing-secret-that-is-32-bytes-or-more";
 pub const KEK: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
