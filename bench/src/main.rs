@@ -53,6 +53,14 @@ enum Scenario {
         #[arg(long, default_value_t = 16)]
         writers: usize,
     },
+    /// Audit verification at scale: `carewire audit verify`'s work end to end from
+    /// PostgreSQL over a log of this many sealed entries, against reading the same
+    /// pages without verifying and verifying the same entries in memory, in the same
+    /// run.
+    AuditVerify {
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: u64,
+    },
     /// Patient records: sealing and opening a field; reading a patient over HTTP with
     /// a release server against the same server built with fields in clear
     /// (`insecure-plaintext-fields`), in the same run; rewrap throughput.
@@ -134,6 +142,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().scenario {
         Scenario::ColdStart { runs } => cold_start::run(runs),
         Scenario::Audit { seconds, writers } => audit::run(Duration::from_secs(seconds), writers),
+        Scenario::AuditVerify { entries } => audit::verify_run(entries),
         Scenario::Records {
             seconds,
             clients,
