@@ -48,6 +48,7 @@ pub const SETTINGS: &[SettingDef] = &[
     plain("CAREWIRE_DATA_DIR"),
     plain("CAREWIRE_PG_BIN_DIR"),
     secret("DATABASE_URL"),
+    secret("CAREWIRE_MIGRATION_DATABASE_URL"),
     plain("CAREWIRE_DB_POOL_SIZE"),
     plain("CAREWIRE_DB_ACQUIRE_TIMEOUT_MS"),
     plain("CAREWIRE_DB_STATEMENT_TIMEOUT_MS"),
@@ -292,6 +293,9 @@ pub struct SchedulingSettings {
 pub struct DatabaseSettings {
     /// `None`: run the embedded cluster in `data_dir/pg`.
     pub url: Option<DatabaseUrl>,
+    /// The owner role that migrates (`carewire migrate`, and `serve` at start-up when
+    /// given); `None`: `url` migrates, as a single-role setup.
+    pub migration_url: Option<DatabaseUrl>,
     /// Where the embedded cluster's PostgreSQL binaries are; `None` searches.
     pub pg_bin_dir: Option<PathBuf>,
     pub pool_size: u32,
@@ -498,6 +502,7 @@ impl Settings {
             data_dir: data_dir.clone(),
             database: DatabaseSettings {
                 url: p.optional("DATABASE_URL", |v| Ok(DatabaseUrl::new(v)))?,
+                migration_url: p.optional("CAREWIRE_MIGRATION_DATABASE_URL", |v| Ok(DatabaseUrl::new(v)))?,
                 pg_bin_dir: p.optional("CAREWIRE_PG_BIN_DIR", |v| Ok(PathBuf::from(v)))?,
                 pool_size: p.number("CAREWIRE_DB_POOL_SIZE", 16, 1, 1000)?,
                 acquire_timeout: p.millis("CAREWIRE_DB_ACQUIRE_TIMEOUT_MS", 2_000, 10, 600_000)?,

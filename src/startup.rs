@@ -105,15 +105,22 @@ impl Application {
             let db = db.clone();
             let startup_wait = settings.database.startup_wait;
             let url = url.expose().to_owned();
+            let owner_url = settings
+                .database
+                .migration_url
+                .as_ref()
+                .map(|u| u.expose().to_owned());
+            let environment = settings.environment;
             let options = CryptoOptions {
                 max_encryptions_per_key: settings.crypto.max_encryptions_per_key,
             };
             tokio::task::spawn_blocking(move || -> anyhow::Result<Crypto> {
                 let mut conn = wait_for_database(&db, startup_wait)?;
-                let applied = db::run_migrations(&mut conn)?;
-                if !applied.is_empty() {
-                    tracing::info!(count = applied.len(), versions = ?applied, "applied database migrations");
+                let migrated = db::prepare(owner_url.as_deref(), &mut conn)?;
+                if !migrated.applied.is_empty() {
+                    tracing::info!(count = migrated.applied.len(), versions = ?migrated.applied, "applied database migrations");
                 }
+                check_role(&mut conn, environment)?;
                 Ok(Crypto::open(&url, kek, options)?)
             })
             .await??
@@ -420,6 +427,34 @@ fn spawn_maintenance(state: &AppState) -> Vec<JoinHandle<()>> {
             }
         }),
     ]
+}
+
+/// Refuses to serve, in production, as a role that could rewrite the audit log (a
+/// superuser, the tables' owner, or one granted UPDATE/DELETE/TRUNCATE on them);
+/// elsewhere says so loudly. See `db::roles`.
+fn check_role(
+    conn: &mut diesel::PgConnection,
+    environment: crate::config::Environment,
+) -> anyhow::Result<()> {
+    let standing = db::roles::standing(conn).context("cannot check the database role")?;
+    if !standing.can_rewrite_audit() {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        environment != crate::config::Environment::Production,
+        "the database role {} {}: in production the server must run as a role that owns nothing \
+         (run `carewire migrate` with CAREWIRE_MIGRATION_DATABASE_URL set to the owner role, and \
+         point DATABASE_URL at the runtime role; see the README's database roles)",
+        standing.role,
+        standing.reason()
+    );
+    tracing::error!(
+        role = %standing.role,
+        "THE DATABASE ROLE {}: whoever holds its credentials can rewrite the audit log; \
+         run as a runtime role in production (README: database roles)",
+        standing.reason().to_uppercase()
+    );
+    Ok(())
 }
 
 /// A pooled connection, retrying while the database starts.

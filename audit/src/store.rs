@@ -409,11 +409,12 @@ pub fn unsealed_count(conn: &mut PgConnection) -> QueryResult<i64> {
         .map(|c| c.n)
 }
 
-/// Sessions of this database whose open transactions may keep committed events from
-/// being sealed (they hold a transaction id and started before the newest unsealed
-/// event was written): one line each, with
-/// the backend's pid, how long the transaction has been open and its state, for an
-/// operator to act on. Only sessions of roles the caller may see are described.
+/// Sessions of this database whose open transactions keep committed events from being
+/// sealed (transactions still running that are older than the newest unsealed
+/// event's): one line each, with the backend's pid, role and application, and, where
+/// the caller's role may see it, the session's state and how long the transaction has
+/// been open, for an operator to act on. Transaction locks (`pg_locks`) are visible
+/// to every role, so a runtime role that owns nothing still names every session.
 pub fn holding_back(conn: &mut PgConnection) -> QueryResult<Vec<String>> {
     #[derive(QueryableByName)]
     struct Session {
@@ -424,12 +425,17 @@ pub fn holding_back(conn: &mut PgConnection) -> QueryResult<Vec<String>> {
         .map(|l| (l.xid, l.event_id))
         .unwrap_or_else(|| ("0".to_owned(), 0));
     Ok(diesel::sql_query(
-        "SELECT format('pid %s (%s, transaction open for %s s, application %L)', pid, state, \
-                       round(extract(epoch FROM now() - xact_start))::bigint, application_name) AS line \
-         FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL \
-           AND xact_start <= (SELECT max(recorded_at) FROM audit_events WHERE (xid, id) > ($1::xid8, $2)) \
-         ORDER BY xact_start",
+        "SELECT format('pid %s (role %s, application %L, %s)', l.pid, a.usename, a.application_name, \
+                       CASE WHEN a.state IS NULL OR a.xact_start IS NULL THEN 'state not visible to this role' \
+                            ELSE format('%s, transaction open for %s s', a.state, \
+                                        round(extract(epoch FROM now() - a.xact_start))::bigint) END) AS line \
+         FROM pg_snapshot_xip(pg_current_snapshot()) AS x \
+         JOIN pg_locks l ON l.locktype = 'transactionid' AND l.granted AND l.transactionid = x::xid \
+         JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND l.pid <> pg_backend_pid() \
+           AND x < (SELECT max(xid) FROM audit_events WHERE (xid, id) > ($1::xid8, $2)) \
+         ORDER BY x",
     )
     .bind::<Text, _>(xid)
     .bind::<BigInt, _>(id)

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
-use diesel::Connection;
 use diesel::pg::PgConnection;
 use indicatif::{ProgressBar, ProgressStyle};
 use zeroize::Zeroizing;
@@ -68,15 +67,9 @@ fn record(
     crate::audit::record(conn, &event).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn connect(settings: &Settings) -> anyhow::Result<PgConnection> {
-    let url = settings.database.url.as_ref().context("no database configured")?;
-    PgConnection::establish(url.expose()).with_context(|| format!("cannot connect to {}", url.redacted()))
-}
-
 #[expect(clippy::print_stdout, reason = "command-line output")]
 pub fn run(settings: &Settings, command: &KeysCommand) -> anyhow::Result<()> {
-    let mut conn = connect(settings)?;
-    crate::db::run_migrations(&mut conn)?;
+    let mut conn = super::prepared_connection(settings)?;
     let (kek, _) = Kek::from_settings(settings)?;
     match command {
         KeysCommand::Status => {

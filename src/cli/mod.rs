@@ -184,7 +184,11 @@ async fn resolve_database(settings: &mut Settings) -> anyhow::Result<Option<Embe
         started_now = cluster.started_here(),
         "using the embedded PostgreSQL cluster (Unix socket only; set DATABASE_URL to use another server)"
     );
-    settings.database.url = Some(DatabaseUrl::new(cluster.database_url("carewire")));
+    // The server runs as a role that owns nothing; the superuser only migrates.
+    settings.database.url = Some(DatabaseUrl::new(cluster.runtime_url("carewire")));
+    if settings.database.migration_url.is_none() {
+        settings.database.migration_url = Some(DatabaseUrl::new(cluster.database_url("carewire")));
+    }
     Ok(Some(cluster))
 }
 
@@ -219,22 +223,50 @@ fn connect(settings: &Settings) -> anyhow::Result<PgConnection> {
     PgConnection::establish(url.expose()).with_context(|| format!("cannot connect to {}", url.redacted()))
 }
 
+/// Migrates as the owner role (`CAREWIRE_MIGRATION_DATABASE_URL`, else the one
+/// `DATABASE_URL` names) and grants the runtime role (`DATABASE_URL`) its rights.
 #[expect(clippy::print_stdout, reason = "command-line output")]
 async fn migrate(settings: Settings) -> anyhow::Result<()> {
-    let applied = tokio::task::spawn_blocking(move || {
-        let mut conn = connect(&settings)?;
-        crate::db::run_migrations(&mut conn)
+    let migrated = tokio::task::spawn_blocking(move || {
+        let mut runtime = connect(&settings)?;
+        match &settings.database.migration_url {
+            Some(owner) => {
+                let mut owner = PgConnection::establish(owner.expose())
+                    .with_context(|| format!("cannot connect to {}", owner.redacted()))?;
+                crate::db::migrate(&mut owner, &mut runtime)
+            }
+            None => crate::db::migrate(&mut connect(&settings)?, &mut runtime),
+        }
     })
     .await??;
-    if applied.is_empty() {
+    if migrated.applied.is_empty() {
         println!("The database is up to date.");
     } else {
-        for version in &applied {
+        for version in &migrated.applied {
             println!("applied {version}");
         }
-        println!("Applied {} migration(s).", applied.len());
+        println!("Applied {} migration(s).", migrated.applied.len());
+    }
+    match &migrated.granted {
+        Some(role) => println!("Granted the runtime role {role} its rights."),
+        None => println!(
+            "DATABASE_URL's role owns the schema: set CAREWIRE_MIGRATION_DATABASE_URL to an owner role \
+             and DATABASE_URL to a runtime role for production (README: database roles)."
+        ),
     }
     Ok(())
+}
+
+/// The database ready for a command: migrated as `serve` would at start-up.
+pub fn prepared_connection(settings: &Settings) -> anyhow::Result<PgConnection> {
+    let mut conn = connect(settings)?;
+    let owner = settings
+        .database
+        .migration_url
+        .as_ref()
+        .map(|u| u.expose().to_owned());
+    crate::db::prepare(owner.as_deref(), &mut conn)?;
+    Ok(conn)
 }
 
 #[expect(clippy::print_stdout, reason = "command-line output")]
@@ -250,8 +282,7 @@ async fn create_user(settings: Settings, email: &str, role: Role, name: Option<&
         password::check_policy(&password, &hints)
             .map_err(|e| anyhow::anyhow!("the password {}", reason_of(&e)))?;
         let hash = password::hash(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut conn = connect(&settings)?;
-        crate::db::run_migrations(&mut conn)?;
+        let mut conn = prepared_connection(&settings)?;
         let crypto = open_crypto(&settings, kek)?;
         let account = accounts::create(&mut conn, &crypto, &email, role, hash).map_err(|e| match e {
             crate::Error::Conflict { .. } => anyhow::anyhow!("an account with this email already exists"),

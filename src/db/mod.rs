@@ -1,5 +1,5 @@
 //! The PostgreSQL layer: the r2d2 pool, the one helper that runs diesel work off the
-//! async runtime, and the embedded migrations.
+//! async runtime, the embedded migrations, and the roles they run as ([`roles`]).
 //!
 //! Diesel is synchronous. Every request does all its database work in one closure on
 //! tokio's blocking pool through [`Db::run`], which carries the caller's tracing span
@@ -10,6 +10,7 @@
 pub mod breaker;
 pub mod embedded;
 mod pool;
+pub mod roles;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -201,7 +202,7 @@ impl HandleError<diesel::r2d2::Error> for LogPoolError {
 }
 
 /// Applies every pending migration, one instance at a time. Returns the versions
-/// applied.
+/// applied. Needs the owner role: diesel creates its history table first.
 pub fn run_migrations(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
     diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).execute(conn)?;
     let applied = conn
@@ -212,10 +213,95 @@ pub fn run_migrations(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
     applied
 }
 
+/// What `migrate` did.
+#[derive(Debug, Default)]
+pub struct Migrated {
+    /// The versions applied.
+    pub applied: Vec<String>,
+    /// The runtime role granted its rights, when it is not the owner itself.
+    pub granted: Option<String>,
+}
+
+/// Migrates as the owner (`owner`), then grants the runtime role (`runtime`, the
+/// role `serve` connects as) its rights. With one role for both (a single-role
+/// development setup), there is nothing to grant.
+pub fn migrate(owner: &mut PgConnection, runtime: &mut PgConnection) -> anyhow::Result<Migrated> {
+    let applied = run_migrations(owner)?;
+    let owner_role = roles::current_role(owner)?;
+    let runtime_role = roles::current_role(runtime)?;
+    let granted = if runtime_role == owner_role {
+        None
+    } else {
+        roles::grant_runtime(owner, &runtime_role).map_err(|e| {
+            anyhow::anyhow!("granting the runtime role {runtime_role} its rights failed: {e}")
+        })?;
+        Some(runtime_role)
+    };
+    Ok(Migrated { applied, granted })
+}
+
+/// Brings the schema up to date before the runtime connection `runtime` uses it: as
+/// the owner at `owner_url` when one is configured (and then grants the runtime role
+/// its rights), otherwise as the runtime role itself, which then must be able to.
+pub fn prepare(owner_url: Option<&str>, runtime: &mut PgConnection) -> anyhow::Result<Migrated> {
+    use anyhow::Context as _;
+    if let Some(url) = owner_url {
+        let mut owner = PgConnection::establish(&with_connect_timeout(url, 5))
+            .context("cannot connect as the migration role (CAREWIRE_MIGRATION_DATABASE_URL)")?;
+        return migrate(&mut owner, runtime);
+    }
+    if pending_migrations(runtime)?.is_empty() {
+        return Ok(Migrated::default());
+    }
+    let applied = run_migrations(runtime).context(
+        "the database role cannot apply the pending migrations: run `carewire migrate` with \
+         CAREWIRE_MIGRATION_DATABASE_URL set to the owner role",
+    )?;
+    Ok(Migrated {
+        applied,
+        granted: None,
+    })
+}
+
+/// The versions this binary knows that the database lacks. Reads the history table
+/// directly, so it needs only SELECT on it (diesel's own check creates the table).
+pub fn pending_migrations(conn: &mut PgConnection) -> Result<Vec<String>, Error> {
+    use diesel::migration::MigrationSource;
+    use diesel::sql_types::{Bool, Text};
+    #[derive(QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = Bool)]
+        exists: bool,
+    }
+    #[derive(QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = Text)]
+        version: String,
+    }
+    let known = MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
+        .map_err(|e| Error::Internal(anyhow::anyhow!("reading the embedded migrations failed: {e}")))?;
+    let exists = diesel::sql_query("SELECT to_regclass('__diesel_schema_migrations') IS NOT NULL AS exists")
+        .get_result::<Exists>(conn)?
+        .exists;
+    let applied: std::collections::HashSet<String> = if exists {
+        diesel::sql_query("SELECT version::text FROM __diesel_schema_migrations")
+            .load::<Version>(conn)?
+            .into_iter()
+            .map(|v| v.version)
+            .collect()
+    } else {
+        Default::default()
+    };
+    Ok(known
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .filter(|v| !applied.contains(v))
+        .collect())
+}
+
 /// Whether the database lacks a migration this binary knows.
 pub fn has_pending_migrations(conn: &mut PgConnection) -> Result<bool, Error> {
-    conn.has_pending_migration(MIGRATIONS)
-        .map_err(|e| Error::Internal(anyhow::anyhow!("checking migrations failed: {e}")))
+    Ok(!pending_migrations(conn)?.is_empty())
 }
 
 /// Quotes an SQL identifier (for database names in admin statements).

@@ -265,38 +265,65 @@ async fn the_admin_search_filters_pages_and_is_itself_audited() {
 
 #[tokio::test]
 async fn the_application_cannot_update_delete_or_truncate_the_log() {
-    // A sealed log with a checkpoint; then the application's own pool (same role as
-    // the table owner) tries to change it.
+    // A sealed log with a checkpoint; then the application's own pool (the runtime
+    // role, which owns nothing) tries to change it, and the owner tries too.
     let app = sealed_log(5).await;
     let mut conn = app.db.connect();
     assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM audit_checkpoints"), 1);
+    let rewrites = [
+        "UPDATE audit_events SET action = 'read'",
+        "DELETE FROM audit_events",
+        "TRUNCATE audit_events CASCADE",
+        "UPDATE audit_chain SET seq = seq + 100",
+        "UPDATE audit_chain SET hash = sha256(hash)",
+        "DELETE FROM audit_chain",
+        "TRUNCATE audit_chain",
+        "UPDATE audit_checkpoints SET size = size + 1",
+        "DELETE FROM audit_checkpoints",
+        "TRUNCATE audit_checkpoints",
+    ];
     let state = app.state.clone();
     tokio::task::spawn_blocking(move || {
-        let mut conn = state.db.get_blocking().unwrap();
-        for sql in [
-            "UPDATE audit_events SET action = 'read'",
-            "DELETE FROM audit_events",
-            "TRUNCATE audit_events CASCADE",
-            "UPDATE audit_chain SET seq = seq + 100",
-            "UPDATE audit_chain SET hash = sha256(hash)",
-            "DELETE FROM audit_chain",
-            "TRUNCATE audit_chain",
-            "UPDATE audit_checkpoints SET size = size + 1",
-            "DELETE FROM audit_checkpoints",
-            "TRUNCATE audit_checkpoints",
-        ] {
-            let err = diesel::sql_query(sql)
-                .execute(&mut **conn)
-                .unwrap_err()
-                .to_string();
+        let mut pooled = state.db.get_blocking().unwrap();
+        let conn: &mut diesel::PgConnection = &mut pooled;
+        let refused = |conn: &mut diesel::PgConnection, sql: &str| {
+            let err = diesel::sql_query(sql).execute(conn).unwrap_err().to_string();
             assert!(
-                err.contains("append-only"),
+                err.contains("permission denied") || err.contains("must be owner"),
                 "{sql} was allowed or failed for another reason: {err}"
             );
+        };
+        for sql in rewrites {
+            refused(conn, sql);
         }
+        // Nor can it switch the triggers off, drop them, or take the tables over.
+        for table in ["audit_events", "audit_chain", "audit_checkpoints"] {
+            refused(conn, &format!("ALTER TABLE {table} DISABLE TRIGGER ALL"));
+            refused(
+                conn,
+                &format!("ALTER TABLE {table} DISABLE TRIGGER {table}_append_only"),
+            );
+            refused(conn, &format!("DROP TRIGGER {table}_append_only ON {table}"));
+            refused(conn, &format!("ALTER TABLE {table} OWNER TO CURRENT_USER"));
+        }
+        refused(conn, "DROP FUNCTION audit_append_only() CASCADE");
+        refused(conn, "CREATE TABLE audit_events_copy (id bigint)");
+        refused(conn, "UPDATE __diesel_schema_migrations SET run_on = now()");
+        // What it must do, it can: append.
+        diesel::sql_query(
+            "INSERT INTO audit_events (actor_kind, action, resource_type, outcome, purpose) \
+             VALUES ('system', 'execute', 'probe', 'success', 'system_administration')",
+        )
+        .execute(conn)
+        .expect("the runtime role appends to the log");
     })
     .await
     .unwrap();
+    // The owner is held by the triggers.
+    for sql in rewrites {
+        let err = diesel::sql_query(sql).execute(&mut conn).unwrap_err().to_string();
+        assert!(err.contains("append-only"), "{sql} as the owner: {err}");
+    }
     assert!(verify(&app).is_ok());
 }
 
@@ -602,9 +629,10 @@ async fn a_stop_that_cannot_seal_everything_says_so_and_the_next_run_seals_it() 
     let mut app = TestApp::spawn().await;
     write_events(&mut app.db.connect(), 3);
     wait_sealed(&app).await;
-    // A transaction here that took an id before the next events and stays open:
-    // sealing past it could put its event after later ones, so it must wait.
-    let mut open = app.db.connect();
+    // A transaction here (a stuck request of a server, as the runtime role) that took
+    // an id before the next events and stays open: sealing past it could put its
+    // event after later ones, so it must wait.
+    let mut open = <PgConnection as diesel::Connection>::establish(&app.db.runtime_url()).unwrap();
     diesel::sql_query("BEGIN").execute(&mut open).unwrap();
     diesel::sql_query("SELECT pg_current_xact_id()")
         .execute(&mut open)
@@ -619,7 +647,8 @@ async fn a_stop_that_cannot_seal_everything_says_so_and_the_next_run_seals_it() 
     let logs = support::captured_logs();
     assert!(
         logs.contains("STOPPING WITH 2 COMMITTED AUDIT EVENTS UNSEALED")
-            && logs.contains("idle in transaction"),
+            && logs.contains("idle in transaction")
+            && logs.contains("role cw_app_"),
         "{logs}"
     );
     diesel::sql_query("COMMIT").execute(&mut open).unwrap();

@@ -986,6 +986,93 @@ mod binary {
     }
 
     #[test]
+    fn migrate_as_the_owner_grants_a_runtime_role_that_owns_nothing_and_production_refuses_the_owner() {
+        use carewire::db::roles;
+        use diesel::Connection;
+        let db = TestDatabase::create_empty();
+        // A role with nothing granted: `migrate` gives it exactly the runtime rights.
+        let runtime = support::TestRole::create(&db, "rt", "");
+        let runtime_url = runtime.url(&db.url);
+        let migrate = |owner: Option<&str>| {
+            let mut cmd = carewire();
+            cmd.arg("migrate").env("DATABASE_URL", &runtime_url);
+            if let Some(owner) = owner {
+                cmd.env("CAREWIRE_MIGRATION_DATABASE_URL", owner);
+            }
+            cmd.output().unwrap()
+        };
+        // Without the owner's URL the runtime role cannot migrate, and says how to.
+        let refused = migrate(None);
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("permission denied"), "{stderr}");
+        let output = migrate(Some(&db.url));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("Applied"), "{stdout}");
+        assert!(
+            stdout.contains(&format!("Granted the runtime role {}", runtime.name)),
+            "{stdout}"
+        );
+
+        let mut conn = diesel::PgConnection::establish(&runtime_url).unwrap();
+        let standing = roles::standing(&mut conn).unwrap();
+        assert!(!standing.can_rewrite_audit(), "{standing:?}");
+        assert!(carewire::db::pending_migrations(&mut conn).unwrap().is_empty());
+        let mut owner = db.connect();
+        let standing = roles::standing(&mut owner).unwrap();
+        assert!(standing.can_rewrite_audit(), "{standing:?}");
+
+        // Serving as the owner: refused in production, a loud warning elsewhere.
+        let serve = |environment: &str, url: &str| {
+            let mut child = carewire()
+                .arg("serve")
+                .env("CAREWIRE_ENVIRONMENT", environment)
+                .env("DATABASE_URL", url)
+                .env("CAREWIRE_AUDIT_SIGNING_KEY", support::AUDIT_SIGNING_KEY)
+                .env("CAREWIRE_LISTEN", "127.0.0.1:0")
+                .env("CAREWIRE_DATA_DIR", tempfile::tempdir().unwrap().keep())
+                .stderr(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            // A server that starts keeps running: stop it after a few seconds.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            (
+                output.status.code(),
+                String::from_utf8_lossy(&output.stderr).to_string()
+                    + &String::from_utf8_lossy(&output.stdout),
+            )
+        };
+        let (code, log) = serve("production", &db.url);
+        assert_eq!(code, Some(1), "{log}");
+        assert!(
+            log.contains("is a superuser") && log.contains("in production"),
+            "{log}"
+        );
+        let (code, log) = serve("development", &db.url);
+        assert_eq!(code, None, "the development server keeps running: {log}");
+        assert!(log.contains("THE DATABASE ROLE IS A SUPERUSER"), "{log}");
+        // As the runtime role, production starts, and says nothing of the kind.
+        let (code, log) = serve("production", &runtime_url);
+        assert_eq!(code, None, "the production server keeps running: {log}");
+        assert!(!log.contains("THE DATABASE ROLE"), "{log}");
+        assert!(log.contains("listening"), "{log}");
+    }
+
+    #[test]
     fn help_explains_each_command() {
         let output = carewire().arg("--help").output().unwrap();
         let text = String::from_utf8_lossy(&output.stdout);

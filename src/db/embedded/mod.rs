@@ -32,8 +32,10 @@ use placement::{Created, Placement};
 
 /// The user the cluster runs as when Carewire runs as root.
 const UNPRIVILEGED_USER: &str = "postgres";
-/// Superuser name created by `initdb`.
+/// Superuser name created by `initdb`; it owns the schema and migrates.
 const SUPERUSER: &str = "postgres";
+/// The role the server runs as: it owns nothing (see `db::roles`).
+pub const RUNTIME_ROLE: &str = "carewire_app";
 /// Longest Unix socket path the kernel accepts (sun_path is 108 bytes with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -222,7 +224,17 @@ impl EmbeddedCluster {
         )
     }
 
-    /// Creates `dbname` unless it exists.
+    /// The same for the runtime role, [`RUNTIME_ROLE`].
+    pub fn runtime_url(&self, dbname: &str) -> String {
+        format!(
+            "host={} port=5432 user={RUNTIME_ROLE} dbname={}",
+            libpq_quote(&self.pgdata.to_string_lossy()),
+            libpq_quote(dbname)
+        )
+    }
+
+    /// Creates `dbname` and the runtime role unless they exist. The role gets its
+    /// rights when the schema is migrated.
     pub fn ensure_database(&self, dbname: &str) -> Result<(), EmbeddedError> {
         let mut conn = PgConnection::establish(&self.database_url("postgres"))
             .map_err(|e| EmbeddedError::Connect(e.to_string()))?;
@@ -236,6 +248,15 @@ impl EmbeddedCluster {
                 .execute(&mut conn)
                 .map_err(|e| EmbeddedError::Connect(e.to_string()))?;
         }
+        // Trust authentication over the owner-only socket: no password to keep.
+        diesel::sql_query(format!(
+            "DO $$ BEGIN \
+                 IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{RUNTIME_ROLE}') \
+                 THEN CREATE ROLE {RUNTIME_ROLE} LOGIN; END IF; \
+             END $$"
+        ))
+        .execute(&mut conn)
+        .map_err(|e| EmbeddedError::Connect(e.to_string()))?;
         Ok(())
     }
 

@@ -16,9 +16,13 @@ use diesel::prelude::*;
 
 /// Where test databases live.
 pub struct Backend {
-    /// A connection string for any database on the server (dbname is appended).
+    /// A connection string for any database on the server (dbname is appended), as
+    /// the superuser that owns the schema.
     pub base_url: String,
     template: String,
+    /// The role test servers run as: it owns nothing and has the runtime grants
+    /// (`carewire::db::roles`), given in the template and so in every copy.
+    runtime_role: String,
     /// The socket folder or TCP address of the server, for the fault-injecting proxy.
     pub target: Target,
     _cluster: Option<EmbeddedCluster>,
@@ -32,6 +36,9 @@ pub enum Target {
 }
 
 static BACKEND: OnceLock<Backend> = OnceLock::new();
+/// The password of the roles tests create: ignored under trust authentication, and
+/// enough under password authentication.
+const ROLE_PASSWORD: &str = "carewire-test";
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 pub fn backend() -> &'static Backend {
@@ -77,13 +84,22 @@ fn init() -> anyhow::Result<Backend> {
     let template = format!("cw_tpl_{pid}");
     diesel::sql_query(format!("DROP DATABASE IF EXISTS {}", quote_ident(&template))).execute(&mut admin)?;
     diesel::sql_query(format!("CREATE DATABASE {}", quote_ident(&template))).execute(&mut admin)?;
+    let runtime_role = format!("cw_app_{pid}_0");
+    diesel::sql_query(format!("DROP ROLE IF EXISTS {}", quote_ident(&runtime_role))).execute(&mut admin)?;
+    diesel::sql_query(format!(
+        "CREATE ROLE {} LOGIN PASSWORD '{ROLE_PASSWORD}'",
+        quote_ident(&runtime_role)
+    ))
+    .execute(&mut admin)?;
     {
         let mut conn = PgConnection::establish(&with_param(&base_url, "dbname", &template))?;
         run_migrations(&mut conn)?;
+        carewire::db::roles::grant_runtime(&mut conn, &runtime_role)?;
     }
     Ok(Backend {
         base_url,
         template,
+        runtime_role,
         target,
         _cluster: cluster,
     })
@@ -250,7 +266,17 @@ impl TestDatabase {
         }
     }
 
-    /// A direct connection, for arranging data and inspecting what was stored.
+    /// The database as the runtime role, the one test servers run as.
+    pub fn runtime_url(&self) -> String {
+        with_param(
+            &with_param(&self.url, "user", &backend().runtime_role),
+            "password",
+            ROLE_PASSWORD,
+        )
+    }
+
+    /// A direct connection as the superuser, for arranging data and inspecting what
+    /// was stored.
     pub fn connect(&self) -> PgConnection {
         PgConnection::establish(&self.url).expect("connect to the test database")
     }
@@ -289,9 +315,12 @@ impl TestRole {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         let mut conn = database.connect();
-        diesel::sql_query(format!("CREATE ROLE {} LOGIN", quote_ident(&name)))
-            .execute(&mut conn)
-            .expect("create a test role");
+        diesel::sql_query(format!(
+            "CREATE ROLE {} LOGIN PASSWORD '{ROLE_PASSWORD}'",
+            quote_ident(&name)
+        ))
+        .execute(&mut conn)
+        .expect("create a test role");
         for statement in grants.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             diesel::sql_query(statement.replace("{role}", &quote_ident(&name)))
                 .execute(&mut conn)
@@ -305,7 +334,7 @@ impl TestRole {
 
     /// `url` signing in as this role.
     pub fn url(&self, url: &str) -> String {
-        with_param(url, "user", &self.name)
+        with_param(&with_param(url, "user", &self.name), "password", ROLE_PASSWORD)
     }
 }
 

@@ -149,11 +149,11 @@ impl TestAppBuilder {
         let data_dir = tempfile::tempdir().expect("a data folder");
         let url = match self.via_proxy {
             Some(port) => with_param(
-                &with_param(&db.url, "host", "127.0.0.1"),
+                &with_param(&db.runtime_url(), "host", "127.0.0.1"),
                 "port",
                 &port.to_string(),
             ),
-            None => db.url.clone(),
+            None => db.runtime_url(),
         };
         let mut vars: BTreeMap<String, String> = BTreeMap::from([
             ("DATABASE_URL".into(), url),
