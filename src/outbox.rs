@@ -18,6 +18,8 @@ pub mod kind {
     pub const APPOINTMENT_RESCHEDULED: &str = "appointment.rescheduled";
     pub const APPOINTMENT_CANCELLED: &str = "appointment.cancelled";
     pub const APPOINTMENT_STATUS_CHANGED: &str = "appointment.status_changed";
+    /// The patient accepted a booking, which now opens their record to its provider.
+    pub const APPOINTMENT_ACCEPTED: &str = "appointment.accepted";
     pub const SLOT_HELD: &str = "slot.held";
     pub const SLOT_RELEASED: &str = "slot.released";
     pub const AVAILABILITY_CHANGED: &str = "availability.changed";

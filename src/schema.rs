@@ -65,6 +65,8 @@ diesel::table! {
         version -> Int4,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        opens_record -> Bool,
+        record_accepted_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -89,6 +89,7 @@ impl Modify for BearerAuth {
         crate::scheduling::appointment_routes::no_show,
         crate::scheduling::appointment_routes::complete,
         crate::scheduling::appointment_routes::entered_in_error,
+        crate::scheduling::appointment_routes::accept,
         crate::realtime::gateway::ticket,
         crate::realtime::gateway::ws,
         crate::notifications::routes::list,

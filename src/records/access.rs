@@ -8,6 +8,8 @@
 //!
 //! A care relationship is an appointment with the provider within the configured
 //! window before or after now, or having registered the patient within that window.
+//! A booking is not a key to the record: an appointment a provider booked for a
+//! patient they had no relationship with counts only once the patient accepts it.
 //! A patient asking about anyone else's record is told it does not exist (404); a
 //! provider without a relationship is refused (403, `no_care_relationship`), which
 //! tells them break-glass is the way in. The decision is pure ([`decide`] over a
@@ -118,6 +120,21 @@ pub fn decide(role: Role, relationship: Relationship, operation: Operation) -> R
                 reason: Code::new("no_care_relationship"),
             }),
         },
+    }
+}
+
+/// Whether the provider has a care relationship with the patient `patient_id` at
+/// `now` (false for no such patient).
+pub fn care_relationship_with(
+    conn: &mut PgConnection,
+    provider_id: Uuid,
+    patient_id: Uuid,
+    window: Duration,
+    now: DateTime<Utc>,
+) -> QueryResult<bool> {
+    match super::patients::load(conn, patient_id)? {
+        Some(patient) => care_relationship(conn, provider_id, &patient, window, now),
+        None => Ok(false),
     }
 }
 

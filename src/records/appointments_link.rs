@@ -1,6 +1,7 @@
 //! The care relationship that appointments establish: a provider and a patient with a
 //! live or recent appointment (held, booked, arrived or fulfilled) starting within the
-//! window before or after now.
+//! window before or after now, which opens the record: not one the provider booked
+//! for a patient they had no relationship with, until the patient accepts it.
 
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
@@ -22,6 +23,9 @@ pub fn has_appointment_within(
             .filter(appointments::provider_id.eq(provider_id))
             .filter(appointments::patient_id.eq(patient_id))
             .filter(appointments::status.eq_any(["pending", "booked", "arrived", "fulfilled"]))
+            // A provider's booking of a patient they had no relationship with opens
+            // nothing until the patient accepts it (scheduling::rules::opens_record).
+            .filter(appointments::opens_record.eq(true))
             .filter(appointments::starts_at.ge(now - window))
             .filter(appointments::starts_at.le(now + window)),
     ))

@@ -50,7 +50,18 @@ pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(entered_in_error(state))
         .unify()
+        .or(accept(state))
+        .unify()
         .boxed()
+}
+
+/// What a booking's audit event says of the record access it gives.
+fn record_access(row: &AppointmentRow) -> Code {
+    Code::new(if row.opens_record {
+        "opens_record"
+    } else {
+        "awaits_patient"
+    })
 }
 
 /// How the caller stands to `row` (the patient's account is looked up for patients
@@ -237,6 +248,15 @@ async fn on_create(
                 false => Failure::Error(refusal.error()),
             },
         )?;
+        let had_relationship = caller.role == Role::Provider
+            && crate::records::access::care_relationship_with(
+                conn,
+                caller.account_id,
+                patient_id,
+                state.settings.records.care_relationship_window,
+                state.clock.now(),
+            )?;
+        let opens_record = rules::opens_record(caller.role, had_relationship);
         let row = appointments::book(
             conn,
             &state.crypto,
@@ -248,15 +268,18 @@ async fn on_create(
                 reason: reason.as_ref(),
                 hold: input.hold.then_some(hold_ttl),
                 booked_by: caller.account_id,
+                opens_record,
             },
             crate::scheduling::reminder_plan(state),
         )?;
         audit::record(
             conn,
-            &event(&request, &caller, action::CREATE, &row).detail(
-                Code::new("status"),
-                DetailValue::Code(Code::parse(row.status.clone()).unwrap_or(Code::new("booked"))),
-            ),
+            &event(&request, &caller, action::CREATE, &row)
+                .detail(
+                    Code::new("status"),
+                    DetailValue::Code(Code::parse(row.status.clone()).unwrap_or(Code::new("booked"))),
+                )
+                .detail(Code::new("record_access"), DetailValue::Code(record_access(&row))),
         )?;
         let view = appointments::view(
             &state.crypto,
@@ -628,6 +651,55 @@ async fn on_transition(
     request
         .run(&state, idem, id, move |conn, state, who, row| {
             apply_change(conn, state, who, &row, transition, None)
+        })
+        .await
+}
+
+/// POST /v1/appointments/{id}/accept: the patient accepts a booking a provider made for
+/// them without a care relationship; from then on it opens their record to that
+/// provider like any other appointment. Accepting one that already does changes
+/// nothing. Needs `If-Match`.
+#[utoipa::path(post, path = "/v1/appointments/{id}/accept", tag = "appointments", params(("id" = uuid::Uuid, Path, description = "Appointment id"), ("If-Match" = String, Header, description = "The ETag you read"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer (kept 24 h)")), responses((status = 200, description = "Accepted: the appointment opens the record", body = super::appointments::AppointmentView), problems::Unauthorized, problems::Forbidden, problems::NotFound, problems::Conflict, problems::IfMatchRefused), security(("bearer" = [])))]
+pub(crate) fn accept(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("v1" / "appointments" / Uuid / "accept")
+        .and(warp::post())
+        .and(change_request(state))
+        .and(with_state(state))
+        .then(on_accept)
+        .boxed()
+}
+
+async fn on_accept(id: Uuid, request: ChangeRequest, state: AppState) -> Response {
+    let idem = request.idempotency(id, "accept", &json!({}));
+    request
+        .run(&state, idem, id, move |conn, state, who, row| {
+            let (provider, kind) = provider_and_type(conn, &row)?;
+            rules::accept_booking(&facts(&row, &kind), who.caller.role)
+                .map_err(|refusal| refused(&row, refusal))?;
+            let updated = if row.opens_record {
+                row
+            } else {
+                appointments::accept(conn, &row, state.clock.now())?
+            };
+            audit::record(
+                conn,
+                &event(&who.ctx, &who.caller, action::UPDATE, &updated)
+                    .detail(Code::new("change"), DetailValue::Code(Code::new("accept")))
+                    .detail(
+                        Code::new("record_access"),
+                        DetailValue::Code(record_access(&updated)),
+                    ),
+            )?;
+            answer(
+                StatusCode::OK,
+                &appointments::view(
+                    &state.crypto,
+                    &updated,
+                    provider.tz(),
+                    true,
+                    &state.settings.consult.window,
+                )?,
+            )
         })
         .await
 }

@@ -48,6 +48,11 @@ pub struct AppointmentRow {
     pub version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Whether it gives its provider a care relationship with the patient (see
+    /// [`super::rules::opens_record`]).
+    pub opens_record: bool,
+    /// When the patient accepted a booking that did not open their record.
+    pub record_accepted_at: Option<DateTime<Utc>>,
 }
 
 impl AppointmentRow {
@@ -309,6 +314,8 @@ pub struct NewBooking<'a> {
     /// `Some(ttl)`: a hold (pending) lapsing after `ttl`; `None`: booked at once.
     pub hold: Option<Duration>,
     pub booked_by: Uuid,
+    /// Whether the booking gives the provider access to the patient's record.
+    pub opens_record: bool,
 }
 
 /// Holds or books a slot, with its outbox event.
@@ -355,6 +362,7 @@ pub fn book(
             appointments::hold_expires_at.eq(booking.hold.map(|ttl| now + ttl)),
             appointments::reason_enc.eq(reason),
             appointments::booked_by.eq(booking.booked_by),
+            appointments::opens_record.eq(booking.opens_record),
         ))
         .returning(AppointmentRow::as_returning())
         .get_result(conn)
@@ -519,6 +527,31 @@ pub fn change_status(
     Ok(updated)
 }
 
+/// The patient accepts a booking that did not open their record: now it does (a new
+/// version, with its outbox event).
+pub fn accept(
+    conn: &mut PgConnection,
+    row: &AppointmentRow,
+    now: DateTime<Utc>,
+) -> Result<AppointmentRow, Error> {
+    let updated = diesel::update(appointments::table.find(row.id))
+        .set((
+            appointments::opens_record.eq(true),
+            appointments::record_accepted_at.eq(now),
+            appointments::version.eq(appointments::version + 1),
+            appointments::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(AppointmentRow::as_returning())
+        .get_result(conn)?;
+    outbox::emit(
+        conn,
+        outbox::kind::APPOINTMENT_ACCEPTED,
+        updated.facts(),
+        serde_json::json!({}),
+    )?;
+    Ok(updated)
+}
+
 /// What the API shows of an appointment.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct AppointmentView {
@@ -544,6 +577,11 @@ pub struct AppointmentView {
     /// refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consultation: Option<RoomHours>,
+    /// Whether this appointment gives its provider access to the patient's record
+    /// (notes, full profile). False for a booking a provider made for a patient they
+    /// had no care relationship with, until the patient accepts it
+    /// (`POST /v1/appointments/{id}/accept`).
+    pub opens_record: bool,
     pub version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -637,6 +675,7 @@ pub fn view(
             let (opens_at, closes_at) = room.around(row.starts_at, row.ends_at);
             RoomHours { opens_at, closes_at }
         }),
+        opens_record: row.opens_record,
         version: row.version,
         created_at: row.created_at,
         updated_at: row.updated_at,

@@ -62,6 +62,8 @@ pub enum Refusal {
     NotFromStatus { transition: Transition, status: Status },
     /// Only held and booked appointments can be moved (409).
     NotReschedulable(Status),
+    /// A cancelled (or otherwise ended without a visit) booking cannot be accepted (409).
+    NotAcceptable { status: Status },
     /// The hold lapsed before it was confirmed (409).
     HoldExpired,
     /// A no-show is marked after the start only (409).
@@ -94,7 +96,9 @@ impl Refusal {
             Refusal::Hidden => "not_own_appointment",
             Refusal::NotForRole => "not_allowed_for_role",
             Refusal::NotOwnCalendar => "not_own_calendar",
-            Refusal::NotFromStatus { .. } | Refusal::NotReschedulable(_) => "invalid_transition",
+            Refusal::NotFromStatus { .. } | Refusal::NotReschedulable(_) | Refusal::NotAcceptable { .. } => {
+                "invalid_transition"
+            }
             Refusal::HoldExpired => "hold_expired",
             Refusal::NotStarted => "not_started",
             Refusal::AlreadyOver => "already_over",
@@ -126,6 +130,10 @@ impl Refusal {
             Refusal::NotReschedulable(status) => Error::conflict(
                 self.code(),
                 format!("cannot reschedule an appointment that is {status}"),
+            ),
+            Refusal::NotAcceptable { status } => Error::conflict(
+                self.code(),
+                format!("cannot accept an appointment that is {status}"),
             ),
             Refusal::HoldExpired => Error::conflict(self.code(), "the hold lapsed; book again"),
             Refusal::NotStarted => Error::conflict(self.code(), "a no-show is marked after the start time"),
@@ -165,6 +173,27 @@ pub fn booking_patient(
         }
         Role::Provider if provider_id != caller.account_id => Err(Refusal::NotOwnCalendar),
         Role::Provider | Role::Admin => requested.ok_or(Refusal::PatientRequired),
+    }
+}
+
+/// Whether a booking gives its provider a care relationship with the patient, and so
+/// their record: unless a provider booked a patient they had no relationship with.
+/// A booking is not a key to the record; such a booking opens it only once the
+/// patient accepts it ([`accept_booking`]). Break-glass stays the way in for an
+/// emergency.
+pub fn opens_record(booked_by: Role, had_relationship: bool) -> bool {
+    booked_by != Role::Provider || had_relationship
+}
+
+/// Whether the patient may accept this booking now: their own appointment, still
+/// live or done (accepting a cancelled one would open the record for nothing).
+pub fn accept_booking(facts: &Facts, role: Role) -> Result<(), Refusal> {
+    if role != Role::Patient {
+        return Err(Refusal::NotForRole);
+    }
+    match facts.status {
+        Status::Proposed | Status::Pending | Status::Booked | Status::Arrived | Status::Fulfilled => Ok(()),
+        status => Err(Refusal::NotAcceptable { status }),
     }
 }
 
@@ -244,6 +273,46 @@ mod tests {
             account_id: Uuid::from_u128(account),
             role,
             session_id: Uuid::nil(),
+        }
+    }
+
+    #[test]
+    fn only_a_provider_booking_a_stranger_leaves_the_record_closed_and_only_the_patient_accepts() {
+        // Who booked, whether they already had a care relationship, whether it opens.
+        let table = [
+            (Role::Patient, false, true),
+            (Role::Patient, true, true),
+            (Role::Admin, false, true),
+            (Role::Admin, true, true),
+            (Role::Provider, true, true),
+            (Role::Provider, false, false),
+        ];
+        for (role, had_relationship, opens) in table {
+            assert_eq!(
+                opens_record(role, had_relationship),
+                opens,
+                "{role} {had_relationship}"
+            );
+        }
+        for status in Status::ALL {
+            let live = !matches!(status, Cancelled | Noshow | Status::EnteredInError);
+            let expected = if live {
+                Ok(())
+            } else {
+                Err(Refusal::NotAcceptable { status })
+            };
+            assert_eq!(
+                accept_booking(&facts(status), Role::Patient),
+                expected,
+                "{status}"
+            );
+            for staff in [Role::Provider, Role::Admin] {
+                assert_eq!(
+                    accept_booking(&facts(status), staff),
+                    Err(NotForRole),
+                    "{status} {staff}"
+                );
+            }
         }
     }
 

@@ -211,6 +211,123 @@ async fn invalid_demographics_are_refused_with_the_field_named() {
     }
 }
 
+/// Issue 14, item 6: booking a patient on one's own calendar does not open their
+/// record; the patient accepting the booking does.
+#[tokio::test]
+async fn a_booking_a_provider_makes_without_a_relationship_opens_the_record_only_once_the_patient_accepts() {
+    use support::booking;
+    let app = TestApp::spawn().await;
+    let c = booking::clinic(&app).await;
+    let provider = &c.provider.tokens.access;
+    let (patient, patient_id) = booking::patient(&app).await;
+    let record = format!("/v1/patients/{patient_id}");
+    let notes = format!("/v1/patients/{patient_id}/notes");
+    let refused = |res: reqwest::Response| async move {
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert_eq!(problem(res).await["code"], "no_care_relationship");
+    };
+    refused(app.get_as(&record, provider).await).await;
+
+    // The provider books the patient: the time is theirs, the record is not.
+    let starts = booking::free_slot(&app, &c, 2).await;
+    let booked = booking::book_ok(
+        &app,
+        provider,
+        json!({ "provider_id": c.provider.id, "type_id": c.type_id, "patient_id": patient_id, "starts_at": starts }),
+    )
+    .await;
+    assert_eq!(booked["status"], "booked");
+    assert_eq!(booked["opens_record"], false);
+    refused(app.get_as(&record, provider).await).await;
+    refused(app.get_as(&notes, provider).await).await;
+    refused(app.post_as(&notes, provider, &json!({ "subjective": "x" })).await).await;
+
+    // Only the patient accepts: not the provider, and another patient cannot even see it.
+    let res = booking::act(&app, provider, &booked, "accept", None).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(problem(res).await["code"], "not_allowed_for_role");
+    let someone = app.patient().await;
+    let res = booking::act(&app, &someone.tokens.access, &booked, "accept", None).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let res = booking::act(&app, &patient.tokens.access, &booked, "accept", None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let accepted: Value = res.json().await.unwrap();
+    assert_eq!(accepted["opens_record"], true);
+    assert_eq!(accepted["version"], booked["version"].as_i64().unwrap() + 1);
+    assert_eq!(app.get_as(&record, provider).await.status(), StatusCode::OK);
+    assert_eq!(app.get_as(&notes, provider).await.status(), StatusCode::OK);
+    // Accepting again changes nothing.
+    let again: Value = booking::act(&app, &patient.tokens.access, &accepted, "accept", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["version"], accepted["version"]);
+
+    // Within the relationship the provider's next booking opens the record at once.
+    let follow_up = booking::book_ok(
+        &app,
+        provider,
+        json!({ "provider_id": c.provider.id, "type_id": c.type_id, "patient_id": patient_id, "starts_at": booking::free_slot(&app, &c, 9).await }),
+    )
+    .await;
+    assert_eq!(follow_up["opens_record"], true);
+    // A patient's own booking opens it too.
+    let (walk_in, walk_in_id) = booking::patient(&app).await;
+    let own = booking::book_ok(
+        &app,
+        &walk_in.tokens.access,
+        json!({ "provider_id": c.provider.id, "type_id": c.type_id, "starts_at": booking::free_slot(&app, &c, 3).await }),
+    )
+    .await;
+    assert_eq!(own["opens_record"], true);
+    assert_eq!(
+        app.get_as(&format!("/v1/patients/{walk_in_id}"), provider)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    // A cancelled booking cannot be accepted, and leaves the record closed.
+    let (third, third_id) = booking::patient(&app).await;
+    let unasked = booking::book_ok(
+        &app,
+        provider,
+        json!({ "provider_id": c.provider.id, "type_id": c.type_id, "patient_id": third_id, "starts_at": booking::free_slot(&app, &c, 4).await }),
+    )
+    .await;
+    let cancelled: Value = booking::act(
+        &app,
+        provider,
+        &unasked,
+        "cancel",
+        Some(json!({ "reason": "clinic closed" })),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let res = booking::act(&app, &third.tokens.access, &cancelled, "accept", None).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    assert_eq!(problem(res).await["code"], "invalid_transition");
+    refused(app.get_as(&format!("/v1/patients/{third_id}"), provider).await).await;
+
+    // The log says which booking opened what, and who accepted.
+    let events = audit_actions(&app, &c.admin.tokens.access, &patient_id).await;
+    let access = |e: &&Value| e["details"]["record_access"]["code"].as_str().map(str::to_owned);
+    let created: Vec<Option<String>> = events
+        .iter()
+        .filter(|e| e["action"] == "create" && e["resource"]["type"] == "appointment")
+        .map(|e| access(&e))
+        .collect();
+    assert!(created.contains(&Some("awaits_patient".into())), "{events:#?}");
+    assert!(created.contains(&Some("opens_record".into())), "{events:#?}");
+    assert!(events.iter().any(|e| e["action"] == "update"
+        && e["details"]["change"]["code"] == "accept"
+        && e["actor"]["id"] == patient.id.as_str()
+        && access(&e).as_deref() == Some("opens_record")));
+}
+
 #[tokio::test]
 async fn the_access_matrix_holds() {
     let app = TestApp::spawn().await;
