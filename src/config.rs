@@ -83,6 +83,8 @@ pub const SETTINGS: &[SettingDef] = &[
     plain("CAREWIRE_CARE_RELATIONSHIP_DAYS"),
     plain("CAREWIRE_BREAK_GLASS_MINUTES"),
     plain("CAREWIRE_HOLD_TTL_SECS"),
+    plain("CAREWIRE_MAX_HOLDS_PER_PATIENT"),
+    plain("CAREWIRE_MAX_FUTURE_APPOINTMENTS_PER_PATIENT"),
     plain("CAREWIRE_WS_HEARTBEAT_SECS"),
     plain("CAREWIRE_WS_IDLE_TIMEOUT_SECS"),
     plain("CAREWIRE_WS_MAX_MESSAGE_BYTES"),
@@ -287,6 +289,11 @@ pub struct WebhookSettings {
 pub struct SchedulingSettings {
     /// How long a held slot (a pending appointment) waits for confirmation.
     pub hold_ttl: Duration,
+    /// Most slots a patient may hold (pending) at once, booking for themselves.
+    pub max_holds_per_patient: i64,
+    /// Most future appointments (held or booked) a patient may have, booking for
+    /// themselves.
+    pub max_future_appointments_per_patient: i64,
 }
 
 #[derive(Debug)]
@@ -571,6 +578,13 @@ impl Settings {
             },
             scheduling: SchedulingSettings {
                 hold_ttl: p.secs("CAREWIRE_HOLD_TTL_SECS", 300, 10, 86_400)?,
+                max_holds_per_patient: p.number("CAREWIRE_MAX_HOLDS_PER_PATIENT", 2, 1, 100)?,
+                max_future_appointments_per_patient: p.number(
+                    "CAREWIRE_MAX_FUTURE_APPOINTMENTS_PER_PATIENT",
+                    10,
+                    1,
+                    1000,
+                )?,
             },
             realtime: RealtimeSettings {
                 heartbeat: p.secs("CAREWIRE_WS_HEARTBEAT_SECS", 20, 1, 3600)?,

@@ -58,6 +58,17 @@ pub fn user(id: uuid::Uuid, role: Role) -> Actor {
     }
 }
 
+/// The purpose of use an access by someone in `role` carries when nothing more
+/// specific applies: a patient's own request, a provider's treatment, an admin's
+/// operations.
+pub fn purpose_of(role: Role) -> Code {
+    match role {
+        Role::Patient => purpose::PATIENT_REQUEST,
+        Role::Provider => purpose::TREATMENT,
+        Role::Admin => purpose::OPERATIONS,
+    }
+}
+
 pub fn role_code(role: Role) -> Code {
     match role {
         Role::Patient => Code::new("patient"),

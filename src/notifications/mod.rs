@@ -7,7 +7,9 @@
 //! - [`routes`]: `GET /v1/me/notifications`, `POST /v1/me/notifications/{id}/read`.
 //!
 //! Payloads carry ids, times and codes, never PHI: a reminder names the appointment,
-//! not the patient or the reason for visit.
+//! not the patient or the reason for visit. But an appointment's time and provider
+//! are about its patient, so showing or marking such notifications is audited against
+//! that patient in the same transaction ([`disclose`]), over REST and the WebSocket.
 
 pub mod channels;
 pub mod routes;
@@ -19,7 +21,13 @@ use diesel::prelude::*;
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::audit::{self, Code, DetailValue, action};
+use crate::context::{Caller, RequestContext};
+use crate::error::Error;
 use crate::schema::notifications;
+
+/// The resource code of notifications in the audit log.
+const NOTIFICATION: Code = Code::new("notification");
 
 /// A stored notification.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, utoipa::ToSchema)]
@@ -79,6 +87,80 @@ pub fn list(
         query = query.filter(notifications::id.lt(id));
     }
     query.load(conn)
+}
+
+/// The patients whose appointments `items` name, each with how many of the items
+/// name them: what showing the items discloses, for the audit log.
+pub fn patients_named(conn: &mut PgConnection, items: &[Notification]) -> QueryResult<Vec<(Uuid, i64)>> {
+    use crate::schema::appointments;
+    let ids: Vec<Uuid> = items.iter().filter_map(|n| n.appointment_id).collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let patient_of: std::collections::HashMap<Uuid, Uuid> = appointments::table
+        .filter(appointments::id.eq_any(&ids))
+        .select((appointments::id, appointments::patient_id))
+        .load::<(Uuid, Uuid)>(conn)?
+        .into_iter()
+        .collect();
+    let mut named: std::collections::BTreeMap<Uuid, i64> = std::collections::BTreeMap::new();
+    for id in &ids {
+        if let Some(patient) = patient_of.get(id) {
+            *named.entry(*patient).or_default() += 1;
+        }
+    }
+    Ok(named.into_iter().collect())
+}
+
+/// Records, in the caller's transaction, that `items` were shown to (`verb` read) or
+/// changed by (`verb` update) the caller: one event per patient whose appointments
+/// they name, with how many. Items naming no appointment disclose nothing.
+pub fn disclose(
+    conn: &mut PgConnection,
+    ctx: &RequestContext,
+    caller: &Caller,
+    verb: Code,
+    items: &[Notification],
+) -> Result<(), Error> {
+    let events: Vec<_> = patients_named(conn, items)?
+        .into_iter()
+        .map(|(patient, count)| {
+            let event = audit::event(
+                ctx,
+                audit::actor(caller),
+                verb.clone(),
+                NOTIFICATION,
+                audit::purpose_of(caller.role),
+            )
+            .patient(patient)
+            .detail(Code::new("notifications"), DetailValue::Count(count));
+            match items {
+                [one] => event.resource(one.id),
+                _ => event,
+            }
+        })
+        .collect();
+    if events.is_empty() {
+        return Ok(());
+    }
+    audit::record_many(conn, &events)
+}
+
+/// Marks one of the caller's notifications read, audited; `None` if they have no
+/// such notification.
+pub fn read_one(
+    conn: &mut PgConnection,
+    ctx: &RequestContext,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<Option<Notification>, Error> {
+    conn.transaction(|conn| {
+        let Some(read) = mark_read(conn, caller.account_id, id)? else {
+            return Ok(None);
+        };
+        disclose(conn, ctx, caller, action::UPDATE, std::slice::from_ref(&read))?;
+        Ok(Some(read))
+    })
 }
 
 /// Marks one of the account's notifications read (idempotent); `None` if it has no

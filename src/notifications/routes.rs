@@ -1,4 +1,5 @@
-//! The notification routes: the REST side of what the WebSocket pushes.
+//! The notification routes: the REST side of what the WebSocket pushes. Both are
+//! audited where they touch PHI ([`super::disclose`]).
 
 use http::StatusCode;
 use serde_json::json;
@@ -8,11 +9,12 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
 use super::channels::view;
-use crate::context::Caller;
+use crate::audit::action;
+use crate::context::{Caller, RequestContext};
 use crate::error::Error;
 use crate::http::openapi::problems;
 use crate::http::query::Query;
-use crate::http::{reply, with_state};
+use crate::http::{reply, request_context, with_state};
 use crate::state::AppState;
 
 /// GET /v1/me/notifications?unread=true&cursor=&limit=: the caller's notifications,
@@ -22,6 +24,7 @@ pub(crate) fn list(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "me" / "notifications")
         .and(warp::get())
         .and(crate::access::caller(state))
+        .and(request_context())
         .and(crate::http::query::raw())
         .and(with_state(state))
         .then(on_list)
@@ -29,7 +32,12 @@ pub(crate) fn list(state: &AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-async fn on_list(caller: Caller, raw: String, state: AppState) -> Result<Response, Error> {
+async fn on_list(
+    caller: Caller,
+    ctx: RequestContext,
+    raw: String,
+    state: AppState,
+) -> Result<Response, Error> {
     let q = Query::parse(&raw, &["unread", "cursor", "limit"])?;
     let unread = q
         .parsed("unread", "must be true or false", |v| match v {
@@ -42,7 +50,13 @@ async fn on_list(caller: Caller, raw: String, state: AppState) -> Result<Respons
     let limit = q.number("limit", 50, 1, 200)?;
     let items = state
         .db
-        .run(move |conn| Ok(super::list(conn, caller.account_id, unread, before, limit)?))
+        .run(move |conn| {
+            diesel::Connection::transaction(conn, |conn| {
+                let items = super::list(conn, caller.account_id, unread, before, limit)?;
+                super::disclose(conn, &ctx, &caller, action::READ, &items)?;
+                Ok(items)
+            })
+        })
         .await?;
     let next = (items.len() == usize::try_from(limit).unwrap_or(usize::MAX))
         .then(|| items.last().map(|n| n.id))
@@ -60,15 +74,16 @@ pub(crate) fn read(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "me" / "notifications" / Uuid / "read")
         .and(warp::post())
         .and(crate::access::caller(state))
+        .and(request_context())
         .and(with_state(state))
         .then(on_read)
         .boxed()
 }
 
-async fn on_read(id: Uuid, caller: Caller, state: AppState) -> Response {
+async fn on_read(id: Uuid, caller: Caller, ctx: RequestContext, state: AppState) -> Response {
     let result = state
         .db
-        .run(move |conn| super::mark_read(conn, caller.account_id, id)?.ok_or(Error::NotFound))
+        .run(move |conn| super::read_one(conn, &ctx, &caller, id)?.ok_or(Error::NotFound))
         .await
         .map(|n| reply::json(StatusCode::OK, &view(&n)));
     reply::respond(result)

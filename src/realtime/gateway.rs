@@ -246,11 +246,7 @@ enum Ending {
 }
 
 async fn deny(state: &RealtimeState, ctx: &RequestContext, identity: &Identity, why: &'static str) {
-    let caller = Caller {
-        account_id: identity.account_id,
-        role: identity.role,
-        session_id: identity.session_id,
-    };
+    let caller = identity.caller();
     let denial = audit::Denial::forbidden(Code::new("realtime_topic"), Code::new(why));
     if let Err(e) = denial.record(&state.db, ctx, &caller).await {
         tracing::warn!(error = %e, "recording a refused subscription failed");
@@ -532,10 +528,11 @@ async fn answer(
             id: mid,
             notification_id,
         } => {
-            let account = identity.account_id;
+            let caller = identity.caller();
+            let ctx = ctx.clone();
             match state
                 .db
-                .run(move |conn| Ok(crate::notifications::mark_read(conn, account, notification_id)?))
+                .run(move |conn| crate::notifications::read_one(conn, &ctx, &caller, notification_id))
                 .await
             {
                 Ok(Some(_)) => ServerMessage::Ack { id: mid, seq: None },

@@ -77,6 +77,15 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The connection's caller, for access checks and audit events.
+    pub fn caller(&self) -> crate::context::Caller {
+        crate::context::Caller {
+            account_id: self.account_id,
+            role: self.role,
+            session_id: self.session_id,
+        }
+    }
+
     /// The keys every connection of this identity listens on.
     pub fn own_keys(&self) -> Vec<Key> {
         let mut keys = vec![Key::Account(self.account_id)];

@@ -193,7 +193,17 @@ pub fn create(
             clinical_notes::current_version.eq(1),
         ))
         .returning(NoteRow::as_returning())
-        .get_result(conn)?;
+        .get_result(conn)
+        .map_err(|e| match &e {
+            // The link is a foreign key over (appointment, patient): another
+            // patient's appointment, or none, is refused by the database itself.
+            diesel::result::Error::DatabaseError(_, info)
+                if info.constraint_name() == Some("clinical_notes_appointment_fk") =>
+            {
+                Error::validation("appointment_id", "is not an appointment of this patient")
+            }
+            _ => e.into(),
+        })?;
     let version = insert_version(conn, crypto, id, 1, "draft", author, content)?;
     Ok((note, version))
 }

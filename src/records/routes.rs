@@ -185,9 +185,12 @@ struct Match {
     birth_date: chrono::NaiveDate,
 }
 
-/// GET /v1/patients?email=…|mrn=…|phone=…: exact match through the blind indexes
-/// (providers and admins). Each patient found is audited as a read.
-#[utoipa::path(get, path = "/v1/patients", tag = "patients", params(("email" = Option<String>, Query), ("mrn" = Option<String>, Query), ("phone" = Option<String>, Query)), responses((status = 200, description = "Exact matches", body = crate::http::openapi::Items<Match>), problems::Unauthorized, problems::Forbidden, problems::Invalid), security(("bearer" = [])))]
+/// GET /v1/patients?email=…|mrn=…|phone=…&purpose=…: exact match through the blind
+/// indexes (providers and admins). Each patient found, or the empty result, is audited
+/// as a read with the field searched by and the purpose of use the caller states
+/// (`treatment`, `operations` such as scheduling, or `emergency`; by default
+/// treatment for providers, operations for admins).
+#[utoipa::path(get, path = "/v1/patients", tag = "patients", params(("email" = Option<String>, Query), ("mrn" = Option<String>, Query), ("phone" = Option<String>, Query), ("purpose" = Option<String>, Query, description = "Why: treatment, operations or emergency")), responses((status = 200, description = "Exact matches", body = crate::http::openapi::Items<Match>), problems::Unauthorized, problems::Forbidden, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn search(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients")
         .and(warp::get())
@@ -206,7 +209,22 @@ async fn on_search(
     raw: String,
     state: AppState,
 ) -> Result<Response, Error> {
-    let q = Query::parse(&raw, &["email", "mrn", "phone"])?;
+    let q = Query::parse(&raw, &["email", "mrn", "phone", "purpose"])?;
+    let stated = q.parsed(
+        "purpose",
+        "must be treatment, operations or emergency",
+        |v| match v {
+            "treatment" => Some(purpose::TREATMENT),
+            "operations" => Some(purpose::OPERATIONS),
+            "emergency" => Some(purpose::EMERGENCY),
+            _ => None,
+        },
+    )?;
+    let by = Code::new(match (q.str("email"), q.str("mrn")) {
+        (Some(_), _) => "email",
+        (None, Some(_)) => "mrn",
+        (None, None) => "phone",
+    });
     let lookup = match (q.str("email"), q.str("mrn"), q.str("phone")) {
         (Some(email), None, None) => Lookup::Email(
             crate::accounts::Email::parse(email)
@@ -226,11 +244,7 @@ async fn on_search(
             ));
         }
     };
-    let purpose = if caller.role == Role::Admin {
-        purpose::OPERATIONS
-    } else {
-        purpose::TREATMENT
-    };
+    let purpose = stated.unwrap_or_else(|| audit::purpose_of(caller.role));
     let matches = state
         .with_db(move |conn, state| {
             conn.transaction(|conn| {
@@ -246,7 +260,8 @@ async fn on_search(
                     Code::new("fields"),
                     DetailValue::Code(fields::DEMOGRAPHICS_SUMMARY),
                 )
-                .detail(Code::new("via"), DetailValue::Code(Code::new("lookup")));
+                .detail(Code::new("via"), DetailValue::Code(Code::new("lookup")))
+                .detail(Code::new("by"), DetailValue::Code(by));
                 if found.is_empty() {
                     audit::record(
                         conn,

@@ -20,7 +20,7 @@ use super::providers;
 use super::reasons::{CancellationReason, VisitReason};
 use super::rules::{self, Facts, Refusal, Standing};
 use super::status::{Status, Transition};
-use crate::audit::{self, Code, Denial, DetailValue, action, purpose, resource};
+use crate::audit::{self, Code, Denial, DetailValue, action, resource};
 use crate::context::RequestContext;
 use crate::context::{Caller, Role};
 use crate::error::Error;
@@ -82,14 +82,6 @@ fn facts(row: &AppointmentRow, kind: &providers::AppointmentType) -> Facts {
         ends_at: row.ends_at,
         hold_expires_at: row.hold_expires_at,
         cancellation_cutoff_minutes: kind.cancellation_cutoff_minutes,
-    }
-}
-
-fn purpose_for(role: Role) -> Code {
-    match role {
-        Role::Patient => purpose::PATIENT_REQUEST,
-        Role::Provider => purpose::TREATMENT,
-        Role::Admin => purpose::OPERATIONS,
     }
 }
 
@@ -171,7 +163,7 @@ fn event(ctx: &RequestContext, caller: &Caller, action: Code, row: &AppointmentR
         audit::actor(caller),
         action,
         resource::APPOINTMENT,
-        purpose_for(caller.role),
+        audit::purpose_of(caller.role),
     )
     .resource(row.id)
     .patient(row.patient_id)
@@ -248,6 +240,17 @@ async fn on_create(
                 false => Failure::Error(refusal.error()),
             },
         )?;
+        if caller.role == Role::Patient {
+            let scheduling = &state.settings.scheduling;
+            let upcoming = appointments::upcoming_for_update(conn, patient_id, state.clock.now())?;
+            rules::within_limits(
+                upcoming,
+                input.hold,
+                scheduling.max_holds_per_patient,
+                scheduling.max_future_appointments_per_patient,
+            )
+            .map_err(|refusal| Failure::Error(refusal.error()))?;
+        }
         let had_relationship = caller.role == Role::Provider
             && crate::records::access::care_relationship_with(
                 conn,
@@ -378,7 +381,7 @@ async fn on_list(
                     audit::actor(&caller),
                     action::READ,
                     resource::APPOINTMENT,
-                    purpose_for(caller.role),
+                    audit::purpose_of(caller.role),
                 )
                 .detail(Code::new("results"), DetailValue::Count(rows.len() as i64));
                 if let Some(p) = filter.patient_id {

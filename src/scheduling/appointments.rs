@@ -382,6 +382,42 @@ pub fn book(
     Ok(row)
 }
 
+/// The patient's live holds and future appointments at `now`, with the patient
+/// locked until the transaction ends, so that concurrent bookings for one patient
+/// count one after another and a limit is never exceeded.
+pub fn upcoming_for_update(
+    conn: &mut PgConnection,
+    patient_id: Uuid,
+    now: DateTime<Utc>,
+) -> QueryResult<super::rules::Upcoming> {
+    // NO KEY UPDATE: other transactions' foreign-key checks (KEY SHARE) still pass.
+    patients::table
+        .find(patient_id)
+        .select(patients::id)
+        .for_no_key_update()
+        .first::<Uuid>(conn)
+        .optional()?;
+    let live = appointments::status.eq("booked").or(appointments::status
+        .eq("pending")
+        .and(appointments::hold_expires_at.gt(now)));
+    let mine = appointments::table
+        .filter(appointments::patient_id.eq(patient_id))
+        .filter(appointments::starts_at.gt(now))
+        .filter(live);
+    let appointments_ahead = mine.count().get_result(conn)?;
+    let holds = appointments::table
+        .filter(appointments::patient_id.eq(patient_id))
+        .filter(appointments::starts_at.gt(now))
+        .filter(appointments::status.eq("pending"))
+        .filter(appointments::hold_expires_at.gt(now))
+        .count()
+        .get_result(conn)?;
+    Ok(super::rules::Upcoming {
+        holds,
+        appointments: appointments_ahead,
+    })
+}
+
 /// The appointment, locked for a change.
 pub fn load_for_update(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<AppointmentRow>> {
     appointments::table

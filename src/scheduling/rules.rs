@@ -64,6 +64,10 @@ pub enum Refusal {
     NotReschedulable(Status),
     /// A cancelled (or otherwise ended without a visit) booking cannot be accepted (409).
     NotAcceptable { status: Status },
+    /// The patient already holds as many slots as they may (409).
+    TooManyHolds { limit: i64 },
+    /// The patient already has as many future appointments as they may (409).
+    TooManyAppointments { limit: i64 },
     /// The hold lapsed before it was confirmed (409).
     HoldExpired,
     /// A no-show is marked after the start only (409).
@@ -104,6 +108,8 @@ impl Refusal {
             Refusal::AlreadyOver => "already_over",
             Refusal::Cutoff { .. } => "cancellation_cutoff",
             Refusal::NoPatientRecord => "no_patient_record",
+            Refusal::TooManyHolds { .. } => "too_many_holds",
+            Refusal::TooManyAppointments { .. } => "too_many_appointments",
             Refusal::ForSelfOnly | Refusal::PatientRequired => "patient_id",
         }
     }
@@ -148,6 +154,14 @@ impl Refusal {
                 self.code(),
                 "create your patient record (POST /v1/patients) before booking",
             ),
+            Refusal::TooManyHolds { limit } => Error::conflict(
+                self.code(),
+                format!("you already hold {limit} slot(s): confirm or cancel one first"),
+            ),
+            Refusal::TooManyAppointments { limit } => Error::conflict(
+                self.code(),
+                format!("you already have {limit} upcoming appointment(s): cancel one or contact the clinic"),
+            ),
             Refusal::ForSelfOnly => Error::validation("patient_id", "patients book for themselves"),
             Refusal::PatientRequired => Error::validation("patient_id", "is required"),
         }
@@ -183,6 +197,34 @@ pub fn booking_patient(
 /// emergency.
 pub fn opens_record(booked_by: Role, had_relationship: bool) -> bool {
     booked_by != Role::Provider || had_relationship
+}
+
+/// What a patient already has ahead of them, for [`within_limits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Upcoming {
+    /// Live holds (pending, not lapsed).
+    pub holds: i64,
+    /// Future appointments, held or booked.
+    pub appointments: i64,
+}
+
+/// Whether a patient booking for themselves may take one more: a hold when `hold`,
+/// else a booking. Staff bookings are not limited (the caller decides that).
+pub fn within_limits(
+    upcoming: Upcoming,
+    hold: bool,
+    max_holds: i64,
+    max_appointments: i64,
+) -> Result<(), Refusal> {
+    if hold && upcoming.holds >= max_holds {
+        return Err(Refusal::TooManyHolds { limit: max_holds });
+    }
+    if upcoming.appointments >= max_appointments {
+        return Err(Refusal::TooManyAppointments {
+            limit: max_appointments,
+        });
+    }
+    Ok(())
 }
 
 /// Whether the patient may accept this booking now: their own appointment, still
@@ -273,6 +315,28 @@ mod tests {
             account_id: Uuid::from_u128(account),
             role,
             session_id: Uuid::nil(),
+        }
+    }
+
+    #[test]
+    fn a_patient_takes_one_more_hold_or_booking_only_below_the_limits() {
+        let up = |holds, appointments| Upcoming { holds, appointments };
+        // (holds, appointments, asking for a hold, verdict) with at most 2 holds, 5 in all.
+        let table = [
+            (0, 0, true, Ok(())),
+            (1, 4, true, Ok(())),
+            (2, 2, true, Err(Refusal::TooManyHolds { limit: 2 })),
+            (2, 2, false, Ok(())),
+            (0, 5, true, Err(Refusal::TooManyAppointments { limit: 5 })),
+            (0, 5, false, Err(Refusal::TooManyAppointments { limit: 5 })),
+            (1, 4, false, Ok(())),
+        ];
+        for (holds, appointments, hold, verdict) in table {
+            assert_eq!(
+                within_limits(up(holds, appointments), hold, 2, 5),
+                verdict,
+                "{holds} {appointments} {hold}"
+            );
         }
     }
 

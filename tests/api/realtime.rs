@@ -982,3 +982,91 @@ async fn the_webhook_channel_signs_each_notification_and_retries_until_accepted(
         "no PHI in webhook bodies"
     );
 }
+
+/// Issue 14, item 7: a reminder names an appointment, so showing it and marking it
+/// read (over REST and over the socket) is audited against the appointment's patient.
+#[tokio::test]
+async fn reading_notifications_about_an_appointment_is_audited_against_its_patient() {
+    let app = TestApp::spawn().await;
+    let c = clinic(&app).await;
+    let (ada, ada_patient) = patient(&app).await;
+    let booked = book_ok(
+        &app,
+        &ada.tokens.access,
+        json!({ "provider_id": c.provider.id, "type_id": c.type_id, "starts_at": free_slot(&app, &c, 3).await }),
+    )
+    .await;
+    // Two reminders of Ada's, and one naming no appointment.
+    let mut conn = app.db.connect();
+    let ids: Vec<uuid::Uuid> = (0..3).map(|_| uuid::Uuid::now_v7()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let appointment = if i < 2 {
+            format!("'{}'", booked["id"].as_str().unwrap())
+        } else {
+            "NULL".into()
+        };
+        diesel::sql_query(format!(
+            "INSERT INTO notifications (id, account_id, kind, appointment_id, payload, late, created_at) \
+             VALUES ('{id}', '{}', 'appointment.reminder', {appointment}, '{{}}', false, now())",
+            ada.id
+        ))
+        .execute(&mut conn)
+        .unwrap();
+    }
+    let events = |resource: &str| {
+        count(
+            &app,
+            &format!(
+                "SELECT count(*) AS n FROM audit_events WHERE resource_type = 'notification' \
+                   AND patient_id = '{ada_patient}' AND actor_id = '{}' {resource}",
+                ada.id
+            ),
+        )
+    };
+    let listed: Value = app
+        .get_as("/v1/me/notifications", &ada.tokens.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        events("AND action = 'read' AND (details->'notifications'->>'count')::int = 2"),
+        1
+    );
+
+    let res = app
+        .post_as(
+            &format!("/v1/me/notifications/{}/read", ids[0]),
+            &ada.tokens.access,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        events(&format!("AND action = 'update' AND resource_id = '{}'", ids[0])),
+        1
+    );
+    // The one naming no appointment discloses nothing.
+    let res = app
+        .post_as(
+            &format!("/v1/me/notifications/{}/read", ids[2]),
+            &ada.tokens.access,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(events(&format!("AND resource_id = '{}'", ids[2])), 0);
+
+    let (mut ws, _) = connect(&app, &ada, "").await;
+    send(
+        &mut ws,
+        json!({ "type": "read", "id": "r1", "notification_id": ids[1] }),
+    )
+    .await;
+    assert_eq!(next_of(&mut ws, "ack").await["id"], "r1");
+    assert_eq!(
+        events(&format!("AND action = 'update' AND resource_id = '{}'", ids[1])),
+        1
+    );
+}

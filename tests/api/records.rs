@@ -1124,3 +1124,115 @@ mod keys {
         }
     }
 }
+
+/// Issue 14, item 7: a note documents an appointment of its own patient only.
+#[tokio::test]
+async fn a_note_links_only_an_appointment_of_its_own_patient() {
+    use support::booking;
+    let app = TestApp::spawn().await;
+    let c = booking::clinic(&app).await;
+    let provider = &c.provider.tokens.access;
+    let (ada, ada_id) = booking::patient(&app).await;
+    let (bob, bob_id) = booking::patient(&app).await;
+    let book = |who: User, days: i64| {
+        let app = &app;
+        let c = &c;
+        async move {
+            booking::book_ok(
+                app,
+                &who.tokens.access,
+                json!({ "provider_id": c.provider.id, "type_id": c.type_id, "starts_at": booking::free_slot(app, c, days).await }),
+            )
+            .await
+        }
+    };
+    let adas = book(ada, 2).await;
+    let bobs = book(bob, 3).await;
+    let notes_of = |id: &str| format!("/v1/patients/{id}/notes");
+    let before = booking::count(&app, "SELECT count(*) AS n FROM clinical_notes");
+    for (appointment, field) in [
+        (
+            bobs["id"].as_str().unwrap().to_owned(),
+            "another patient's appointment",
+        ),
+        (uuid::Uuid::new_v4().to_string(), "no appointment at all"),
+    ] {
+        let res = app
+            .post_as(
+                &notes_of(&ada_id),
+                provider,
+                &json!({ "subjective": "x", "appointment_id": appointment }),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{field}");
+        assert_eq!(
+            problem(res).await["errors"][0]["field"],
+            "appointment_id",
+            "{field}"
+        );
+    }
+    assert_eq!(
+        booking::count(&app, "SELECT count(*) AS n FROM clinical_notes"),
+        before
+    );
+    let res = app
+        .post_as(
+            &notes_of(&ada_id),
+            provider,
+            &json!({ "subjective": "x", "appointment_id": adas["id"] }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(res.json::<Value>().await.unwrap()["appointment_id"], adas["id"]);
+    // And the database holds the rule, whoever writes.
+    let err = diesel::sql_query(format!(
+        "UPDATE clinical_notes SET appointment_id = '{}' WHERE patient_id = '{ada_id}'",
+        bobs["id"].as_str().unwrap()
+    ))
+    .execute(&mut app.db.connect())
+    .unwrap_err();
+    assert!(err.to_string().contains("clinical_notes_appointment_fk"), "{err}");
+    let _ = bob_id;
+}
+
+/// Issue 14, item 7: a provider's lookup says what it searched by and why.
+#[tokio::test]
+async fn a_patient_lookup_is_audited_with_the_field_and_the_stated_purpose() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let doctor = provider(&app, "Dr Lookup").await;
+    let someone = person();
+    let (id, _) = create_ok(&app, &doctor.tokens.access, &someone.body).await;
+    let email = someone.email.clone();
+    let search = |query: String| {
+        let app = &app;
+        let token = doctor.tokens.access.clone();
+        async move { app.get_as(&format!("/v1/patients?{query}"), &token).await }
+    };
+    let res = search(format!("email={}&purpose=operations", urlencoding(&email))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let found: Value = res.json().await.unwrap();
+    assert!(
+        found["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == id.as_str())
+    );
+    let res = search(format!("email={}&purpose=curiosity", urlencoding(&email))).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem(res).await["errors"][0]["field"], "query.purpose");
+    let lookups: Vec<Value> = audit_actions(&app, &admin.tokens.access, &id)
+        .await
+        .into_iter()
+        .filter(|e| e["details"]["via"]["code"] == "lookup")
+        .collect();
+    assert_eq!(lookups.len(), 1, "{lookups:#?}");
+    assert_eq!(lookups[0]["purpose"], "HOPERAT");
+    assert_eq!(lookups[0]["details"]["by"]["code"], "email");
+    assert_eq!(lookups[0]["actor"]["id"], doctor.id.as_str());
+}
+
+fn urlencoding(value: &str) -> String {
+    value.replace('@', "%40").replace('+', "%2B")
+}

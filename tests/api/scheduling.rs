@@ -1097,3 +1097,89 @@ async fn the_daily_limit_caps_bookings_of_a_type_per_local_day() {
     .await;
     assert_eq!(res.status(), StatusCode::CONFLICT);
 }
+
+/// Issue 14, item 7: a patient booking for themselves holds at most
+/// CAREWIRE_MAX_HOLDS_PER_PATIENT slots and has at most
+/// CAREWIRE_MAX_FUTURE_APPOINTMENTS_PER_PATIENT upcoming appointments, even when
+/// their requests race; staff bookings are not limited.
+#[tokio::test]
+async fn a_patient_holds_and_books_only_up_to_the_limits_even_racing() {
+    let app = TestApp::builder()
+        .setting("CAREWIRE_MAX_HOLDS_PER_PATIENT", "2")
+        .setting("CAREWIRE_MAX_FUTURE_APPOINTMENTS_PER_PATIENT", "3")
+        .spawn()
+        .await;
+    let c = clinic(&app).await;
+    let (pat, pat_id) = patient(&app).await;
+    let from = Utc::now() + Duration::days(2);
+    let free = slots(&app, &c.provider.id, &c.type_id, from, from + Duration::days(1)).await;
+    let start = |i: usize| free[i * 3]["starts_at"].as_str().unwrap().to_owned();
+    let body = |i: usize, hold: bool| json!({ "provider_id": c.provider.id, "type_id": c.type_id, "starts_at": start(i), "hold": hold });
+    // Eight holds at once: exactly two are taken.
+    let racing: Vec<_> = (0..8)
+        .map(|i| {
+            let (app, token, body) = (&app, pat.tokens.access.clone(), body(i, true));
+            async move { book(app, &token, body).await }
+        })
+        .collect();
+    let answers = futures_util::future::join_all(racing).await;
+    let mut held = 0;
+    for res in answers {
+        match res.status() {
+            StatusCode::CREATED => held += 1,
+            StatusCode::CONFLICT => assert_eq!(problem(res).await["code"], "too_many_holds"),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(held, 2);
+    // A booking is still allowed (3 upcoming in all), then nothing more.
+    let booked = book_ok(&app, &pat.tokens.access, body(10, false)).await;
+    let res = book(&app, &pat.tokens.access, body(11, false)).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    assert_eq!(problem(res).await["code"], "too_many_appointments");
+    assert_eq!(
+        count(
+            &app,
+            &format!("SELECT count(*) AS n FROM appointments WHERE patient_id = '{pat_id}'")
+        ),
+        3
+    );
+    // Staff book for the patient regardless, and that booking counts too.
+    let res = book(
+        &app,
+        &c.provider.tokens.access,
+        json!({ "provider_id": c.provider.id, "type_id": c.type_id, "starts_at": start(12), "patient_id": pat_id }),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = act(
+        &app,
+        &pat.tokens.access,
+        &booked,
+        "cancel",
+        Some(json!({ "reason": "can't come" })),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = book(&app, &pat.tokens.access, body(13, false)).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    assert_eq!(problem(res).await["code"], "too_many_appointments");
+    // Cancelling a hold frees a place.
+    let holds: Value = app
+        .get_as("/v1/appointments?status=pending", &pat.tokens.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let hold = holds["items"][0].clone();
+    let res = act(
+        &app,
+        &pat.tokens.access,
+        &hold,
+        "cancel",
+        Some(json!({ "reason": "can't come" })),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    book_ok(&app, &pat.tokens.access, body(13, false)).await;
+}

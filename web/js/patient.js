@@ -196,6 +196,16 @@ export async function renderPatientHome(main, ctx) {
         await loadAppointments();
       }));
     }
+    // A provider booked this without a care relationship: it opens the patient's
+    // record to them only once the patient accepts it.
+    if (a.opens_record === false && !["cancelled", "noshow", "entered-in-error"].includes(a.status)) {
+      actions.append(h("p", { class: "hint" }, "Your provider booked this for you. Accept it to let them see your record and notes."));
+      action("Accept and share my record", (e) => busy(e.currentTarget, async () => {
+        await request("POST", `/v1/appointments/${a.id}/accept`, { etag: `"${latest().version}"`, key: newKey() });
+        announce("Accepted: your provider can see your record for this visit.");
+        await loadAppointments();
+      }));
+    }
     if (a.status === "pending" || a.status === "proposed") {
       action("Confirm", (e) => busy(e.currentTarget, async () => {
         await request("POST", `/v1/appointments/${a.id}/confirm`, { etag: `"${latest().version}"`, key: newKey() });
