@@ -4,7 +4,9 @@
 //! This is the top of the dependency graph, just under start-up: it names every
 //! feature module, and none of them names it.
 
+mod links;
 pub mod openapi;
+mod responses;
 
 use warp::Filter;
 use warp::filters::BoxedFilter;

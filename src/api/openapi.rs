@@ -124,6 +124,8 @@ pub fn document() -> String {
     {
         merge_flattened(schemas);
     }
+    super::responses::derive(&mut doc);
+    super::links::add(&mut doc);
     doc.to_string()
 }
 

@@ -36,7 +36,7 @@ use crate::realtime::hub::Closing;
 use crate::scheduling::appointments;
 
 /// GET /v1/consultations/{appointment_id}?ticket=|guest=: the consultation socket.
-#[utoipa::path(get, path = "/v1/consultations/{id}", tag = "consultations", params(("id" = Uuid, Path, description = "The video appointment"), ("ticket" = Option<String>, Query, description = "From POST /v1/ws/ticket; or offer the subprotocols `carewire.consult.v1` and `bearer.<access token>`"), ("guest" = Option<String>, Query, description = "A guest link token minted by the provider (`invite_guest`), instead of an account")), responses((status = 101, description = "Switching to the WebSocket protocol carewire.consult.v1 (see signaling/PROTOCOL.md)"), (status = 400, description = "Not a WebSocket handshake", body = crate::http::openapi::ProblemDoc), (status = 401, description = "No valid ticket, token or guest link", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Origin not allowed", body = crate::http::openapi::ProblemDoc)))]
+#[utoipa::path(get, path = "/v1/consultations/{id}", tag = "consultations", params(("id" = Uuid, Path, description = "The video appointment"), ("ticket" = Option<String>, Query, description = "From POST /v1/ws/ticket; or offer the subprotocols `carewire.consult.v1` and `bearer.<access token>`"), ("guest" = Option<String>, Query, description = "A guest link token minted by the provider (`invite_guest`), instead of an account")), responses((status = 101, description = "Switching to the WebSocket protocol carewire.consult.v1 (see signaling/PROTOCOL.md)"), (status = 400, description = "Not a WebSocket handshake", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "No valid ticket, token or guest link", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "Origin not allowed", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")))]
 pub(crate) fn socket(state: &ConsultState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "consultations" / Uuid)
         .and(warp::get())
@@ -50,7 +50,7 @@ pub(crate) fn socket(state: &ConsultState) -> BoxedFilter<(Response,)> {
 
 /// GET /v1/consultations/{appointment_id}/ice-servers: STUN and TURN servers with
 /// fresh credentials, for a participant whose call outlives its first ones.
-#[utoipa::path(get, path = "/v1/consultations/{id}/ice-servers", tag = "consultations", params(("id" = Uuid, Path, description = "The video appointment")), responses((status = 200, description = "`{\"ice_servers\": [...]}`, ready for `new RTCPeerConnection({iceServers})`"), problems::Unauthorized, (status = 404, description = "Not your consultation, or not open now", body = crate::http::openapi::ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/consultations/{id}/ice-servers", tag = "consultations", params(("id" = Uuid, Path, description = "The video appointment")), responses((status = 200, description = "`{\"ice_servers\": [...]}`, ready for `new RTCPeerConnection({iceServers})`"), problems::Unauthorized, (status = 404, description = "Not your consultation, or not open now", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(crate) fn ice_servers(state: &ConsultState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "consultations" / Uuid / "ice-servers")
         .and(warp::get())

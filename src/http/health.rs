@@ -2,7 +2,6 @@
 
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue};
-use serde_json::json;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
@@ -20,16 +19,24 @@ pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// What `/healthz` and `/readyz` answer when all is well.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct HealthStatus {
+    /// `ok` (the process is up) or `ready` (and the database with it).
+    #[schema(example = "ready")]
+    pub status: &'static str,
+}
+
 /// GET /healthz: the process is up. Touches nothing else.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process is up")))]
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process is up", body = HealthStatus)))]
 pub(crate) fn healthz() -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("healthz")
         .and(warp::get())
-        .map(|| reply::json(StatusCode::OK, &json!({ "status": "ok" })))
+        .map(|| reply::json(StatusCode::OK, &HealthStatus { status: "ok" }))
 }
 
 /// GET /readyz: the database answers and has every migration this binary knows.
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "Ready"), (status = 503, description = "Database unreachable or migrations pending", body = crate::http::openapi::ProblemDoc)))]
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "Ready", body = HealthStatus), (status = 503, description = "Database unreachable or migrations pending", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")))]
 pub(crate) fn readyz(
     state: &AppState,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + use<> {
@@ -48,7 +55,7 @@ pub(crate) fn readyz(
                 })
                 .await;
             match result {
-                Ok(()) => reply::json(StatusCode::OK, &json!({ "status": "ready" })),
+                Ok(()) => reply::json(StatusCode::OK, &HealthStatus { status: "ready" }),
                 Err(Error::Internal(_)) => reply::error(&Error::Unavailable("database check failed")),
                 Err(e) => reply::error(&e),
             }

@@ -58,7 +58,7 @@ pub mod problems {
             .build();
         let response = ResponseBuilder::new()
             .description(description)
-            .content("application/json", content)
+            .content("application/problem+json", content)
             .build();
         BTreeMap::from([(status.to_string(), RefOr::T(response))])
     }

@@ -18,7 +18,6 @@ use std::time::Instant;
 use carewire_signaling::{Millis, RateLimit, TokenBucket};
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
-use serde_json::json;
 use tokio_tungstenite::tungstenite::{self, Message};
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -45,8 +44,18 @@ const MAX_TOPICS: usize = 16;
 /// Events read per replay query.
 const REPLAY_BATCH: i64 = 500;
 
+/// A single-use ticket for one WebSocket handshake.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Ticket {
+    /// Pass as `GET /v1/ws?ticket=…` (or to a consultation socket).
+    pub ticket: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// Seconds until `expires_at`.
+    pub expires_in: u64,
+}
+
 /// POST /v1/ws/ticket: a single-use ticket for one WebSocket handshake.
-#[utoipa::path(post, path = "/v1/ws/ticket", tag = "realtime", responses((status = 201, description = "A ticket for `GET /v1/ws?ticket=…`, valid for CAREWIRE_WS_TICKET_TTL_SECS and usable once"), problems::Unauthorized), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/ws/ticket", tag = "realtime", responses((status = 201, description = "A ticket for `GET /v1/ws?ticket=…`, valid for CAREWIRE_WS_TICKET_TTL_SECS and usable once", body = Ticket), problems::Unauthorized), security(("bearer" = [])))]
 pub(crate) fn ticket(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "ws" / "ticket")
         .and(warp::post())
@@ -67,14 +76,18 @@ async fn on_ticket(caller: Caller, state: AppState) -> Response {
         .map(|ticket| {
             reply::json(
                 StatusCode::CREATED,
-                &json!({ "ticket": ticket, "expires_at": expires_at, "expires_in": ttl.as_secs() }),
+                &Ticket {
+                    ticket,
+                    expires_at,
+                    expires_in: ttl.as_secs(),
+                },
             )
         });
     reply::respond(result)
 }
 
 /// GET /v1/ws?ticket=&resume_from=&topics=: the WebSocket (protocol `carewire.v1`).
-#[utoipa::path(get, path = "/v1/ws", tag = "realtime", params(("ticket" = Option<String>, Query, description = "From POST /v1/ws/ticket; or offer the subprotocols `carewire.v1` and `bearer.<access token>`"), ("resume_from" = Option<i64>, Query, description = "The last seq received: missed events are replayed first"), ("topics" = Option<String>, Query, description = "Comma-separated topics to follow from the start, e.g. provider:{id}:slots")), responses((status = 101, description = "Switching to the WebSocket protocol carewire.v1 (see docs/realtime-protocol.md)"), (status = 400, description = "Not a WebSocket handshake", body = crate::http::openapi::ProblemDoc), (status = 401, description = "No valid ticket or token", body = crate::http::openapi::ProblemDoc), (status = 403, description = "Origin not allowed", body = crate::http::openapi::ProblemDoc)))]
+#[utoipa::path(get, path = "/v1/ws", tag = "realtime", params(("ticket" = Option<String>, Query, description = "From POST /v1/ws/ticket; or offer the subprotocols `carewire.v1` and `bearer.<access token>`"), ("resume_from" = Option<i64>, Query, description = "The last seq received: missed events are replayed first"), ("topics" = Option<String>, Query, description = "Comma-separated topics to follow from the start, e.g. provider:{id}:slots")), responses((status = 101, description = "Switching to the WebSocket protocol carewire.v1 (see docs/realtime-protocol.md)"), (status = 400, description = "Not a WebSocket handshake", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "No valid ticket or token", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "Origin not allowed", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json")))]
 pub(crate) fn ws(state: &RealtimeState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "ws")
         .and(warp::get())

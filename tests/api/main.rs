@@ -11,6 +11,7 @@ mod support;
 
 mod audit;
 mod consult;
+mod contract;
 mod identity;
 mod platform;
 mod realtime;
