@@ -106,6 +106,10 @@ pub async fn run(command: Command, mut settings: Settings) -> anyhow::Result<Exi
         settings.check_demo()?;
     }
     let verifying = matches!(command, Command::Audit(AuditCommand::Verify(_)));
+    // The public key comes from the settings alone: no database to start for it.
+    if let Command::Audit(AuditCommand::PublicKey) = command {
+        return audit::public_key(&settings).map(|()| ExitCode::SUCCESS);
+    }
     let cluster = match resolve_database(&mut settings).await {
         Ok(cluster) => cluster,
         Err(e) if verifying => {

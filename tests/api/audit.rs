@@ -927,6 +927,20 @@ mod binary {
             printed,
             carewire::audit::trust::format_public_key(&signer().verifying_key())
         );
+        // It needs no database: without DATABASE_URL it starts no cluster (none could
+        // start here: no PostgreSQL binaries) and leaves the data folder as it was.
+        let desk = tempfile::tempdir().unwrap();
+        let no_binaries = tempfile::tempdir().unwrap();
+        let output = carewire(&app)
+            .env_remove("DATABASE_URL")
+            .env("CAREWIRE_DATA_DIR", desk.path())
+            .env("CAREWIRE_PG_BIN_DIR", no_binaries.path())
+            .args(["audit", "public-key"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), printed);
+        assert_eq!(std::fs::read_dir(desk.path()).unwrap().count(), 0);
     }
 
     #[tokio::test]
