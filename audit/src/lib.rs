@@ -27,4 +27,4 @@ pub use chain::{Hash, Head};
 pub use checkpoint::{Checkpoint, CheckpointSigner, SignedCheckpoint};
 pub use encoding::SealedEvent;
 pub use event::{Actor, AuditEvent, Code, DetailValue, Outcome, action, purpose, resource};
-pub use verify::{CheckpointSet, Entry, Finding, Origin, Summary, Tamper, VerifyError};
+pub use verify::{Checked, CheckpointSet, Entry, Finding, Origin, Summary, Tamper, VerifyError};

@@ -533,12 +533,19 @@ impl StoredEntry {
     }
 }
 
-/// Up to `limit` chain entries after `after_seq`, in order, with their events as
-/// stored (see [`StoredEntry`]).
-pub fn sealed_page(conn: &mut PgConnection, after_seq: u64, limit: i64) -> QueryResult<Vec<StoredEntry>> {
+/// Up to `limit` chain entries after `after_seq` (and up to `through`, when given), in
+/// order, with their events as stored (see [`StoredEntry`]).
+pub fn sealed_page(
+    conn: &mut PgConnection,
+    after_seq: u64,
+    through: Option<u64>,
+    limit: i64,
+) -> QueryResult<Vec<StoredEntry>> {
+    let bound = |seq: u64| i64::try_from(seq).unwrap_or(i64::MAX);
     audit_chain::table
         .left_join(audit_events::table)
-        .filter(audit_chain::seq.gt(i64::try_from(after_seq).unwrap_or(i64::MAX)))
+        .filter(audit_chain::seq.gt(bound(after_seq)))
+        .filter(audit_chain::seq.le(through.map_or(i64::MAX, bound)))
         .order(audit_chain::seq.asc())
         .limit(limit)
         .select((

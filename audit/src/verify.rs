@@ -98,6 +98,22 @@ pub struct Summary {
     pub head: Head,
 }
 
+/// An entry with whether its stored hash is right for its content: the costly part of
+/// verifying (encoding and hashing), which needs nothing but the entry and so can be
+/// done for many entries at once, by several readers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub entry: Entry,
+    pub self_ok: bool,
+}
+
+impl Checked {
+    pub fn new(entry: Entry) -> Checked {
+        let self_ok = entry_hash(&entry.prev_hash, &encode(&entry.sealed)) == entry.hash;
+        Checked { entry, self_ok }
+    }
+}
+
 /// Verification failed: the log was tampered with, or reading it failed.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError<E> {
@@ -247,11 +263,34 @@ pub fn verify<I, E>(
     checkpoints: &CheckpointSet,
     trusted_keys: &[VerifyingKey],
     start: Option<Checkpoint>,
+    locate: impl FnMut(&Hash) -> Result<Option<u64>, E>,
+    progress: impl FnMut(u64),
+) -> Result<Summary, VerifyError<E>>
+where
+    I: IntoIterator<Item = Result<Entry, E>>,
+{
+    verify_checked(
+        entries.into_iter().map(|entry| entry.map(Checked::new)),
+        checkpoints,
+        trusted_keys,
+        start,
+        locate,
+        progress,
+    )
+}
+
+/// [`verify`] over entries whose own hashes were already checked ([`Checked`]): the
+/// links, the order and the checkpoints, in one pass.
+pub fn verify_checked<I, E>(
+    entries: I,
+    checkpoints: &CheckpointSet,
+    trusted_keys: &[VerifyingKey],
+    start: Option<Checkpoint>,
     mut locate: impl FnMut(&Hash) -> Result<Option<u64>, E>,
     mut progress: impl FnMut(u64),
 ) -> Result<Summary, VerifyError<E>>
 where
-    I: IntoIterator<Item = Result<Entry, E>>,
+    I: IntoIterator<Item = Result<Checked, E>>,
 {
     let tampered = |seq, tamper, detail: String| VerifyError::Tampered(Finding { seq, tamper, detail });
 
@@ -291,8 +330,8 @@ where
     };
     let mut entries = entries.into_iter().peekable();
 
-    while let Some(entry) = entries.next() {
-        let entry = entry.map_err(VerifyError::Source)?;
+    while let Some(checked) = entries.next() {
+        let Checked { entry, self_ok } = checked.map_err(VerifyError::Source)?;
         let seq = entry.sealed.seq;
         if seq > expected {
             return Err(tampered(
@@ -309,10 +348,9 @@ where
             ));
         }
         let link_ok = entry.prev_hash == prev;
-        let self_ok = entry_hash(&entry.prev_hash, &encode(&entry.sealed)) == entry.hash;
         if !(link_ok && self_ok) {
             let next = match entries.peek() {
-                Some(Ok(next)) => Some(next.clone()),
+                Some(Ok(next)) => Some(next.entry.clone()),
                 _ => None,
             };
             let located = if link_ok {

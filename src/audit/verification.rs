@@ -7,13 +7,62 @@ use std::time::{Duration, Instant};
 
 use carewire_audit::checkpoint::SignedCheckpoint;
 use carewire_audit::store::{self, StoreError};
-use carewire_audit::verify::{CheckpointSet, Finding, Origin, Summary, Tamper, VerifyError, verify};
-use diesel::RunQueryDsl;
+use carewire_audit::verify::{
+    Checked, CheckpointSet, Finding, Origin, Summary, Tamper, VerifyError, verify_checked,
+};
 use diesel::pg::PgConnection;
+use diesel::{Connection, RunQueryDsl};
 use ed25519_dalek::VerifyingKey;
 
 /// Entries loaded per query.
-const PAGE: i64 = 50_000;
+const PAGE: i64 = 20_000;
+/// The same, for [`Readers::Parallel`].
+pub const PAGE_ENTRIES: u64 = PAGE as u64;
+
+/// Where verification reads the log.
+#[derive(Debug, Clone, Copy)]
+pub enum Readers<'a> {
+    /// The given connection alone, one page after another.
+    One,
+    /// `jobs` connections of their own to `url`, each reading every `jobs`-th page and
+    /// checking its entries' own hashes (decoding, encoding and hashing: the costly
+    /// part), while the caller's thread checks links, order and checkpoints in
+    /// sequence as the pages arrive. The pages are sealed, so every reader sees them
+    /// as they are, whatever its snapshot.
+    /// `page` entries a query ([`PAGE_ENTRIES`] unless testing the paging itself).
+    Parallel { url: &'a str, jobs: usize, page: u64 },
+}
+
+/// Reader threads run at most this many pages ahead of the sequential pass, each.
+const PAGES_AHEAD: usize = 2;
+
+/// The entries of the sealed pages after `after` through `through`, page by page.
+fn read_page(
+    conn: &mut PgConnection,
+    after: u64,
+    through: u64,
+) -> Result<Vec<Result<Checked, StoreError>>, StoreError> {
+    let limit = i64::try_from(through.saturating_sub(after)).unwrap_or(PAGE);
+    let rows = store::sealed_page(conn, after, Some(through), limit).map_err(StoreError::Database)?;
+    Ok(rows
+        .into_iter()
+        .map(|stored| stored.entry().map(Checked::new))
+        .collect())
+}
+
+/// A connection for one reader, planned as verification wants it.
+fn reader_connection(url: &str) -> Result<PgConnection, StoreError> {
+    let mut conn = PgConnection::establish(url).map_err(|e| {
+        StoreError::Database(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::ClosedConnection,
+            Box::new(e.to_string()),
+        ))
+    })?;
+    diesel::sql_query("SET max_parallel_workers_per_gather = 0")
+        .execute(&mut conn)
+        .map_err(StoreError::Database)?;
+    Ok(conn)
+}
 
 /// An intact log.
 #[derive(Debug, Clone)]
@@ -55,6 +104,7 @@ pub fn read_checkpoint_file(path: &Path) -> anyhow::Result<Vec<SignedCheckpoint>
 /// last sequence number checked and the total.
 pub fn verify_database(
     conn: &mut PgConnection,
+    readers: Readers<'_>,
     trusted_keys: &[VerifyingKey],
     external: Vec<SignedCheckpoint>,
     from: Option<u64>,
@@ -89,38 +139,96 @@ pub fn verify_database(
     };
 
     let conn = RefCell::new(conn);
-    let mut after = start.map(|c| c.size).unwrap_or(0);
-    let mut page: std::vec::IntoIter<store::StoredEntry> = Vec::new().into_iter();
-    let mut exhausted = false;
-    let entries = std::iter::from_fn(|| {
-        loop {
-            if let Some(stored) = page.next() {
-                after = u64::try_from(stored.seq).unwrap_or(after);
-                return Some(stored.entry());
-            }
-            if exhausted {
-                return None;
-            }
-            match store::sealed_page(&mut conn.borrow_mut(), after, PAGE) {
-                Ok(rows) => {
-                    exhausted = (rows.len() as i64) < PAGE;
-                    page = rows.into_iter();
-                    if page.len() == 0 {
+    let first = start.map(|c| c.size).unwrap_or(0);
+    let locate = |hash: &carewire_audit::Hash| {
+        store::locate(&mut conn.borrow_mut(), hash).map_err(StoreError::Database)
+    };
+    let result = match readers {
+        Readers::Parallel { url, jobs, page } if jobs > 1 => std::thread::scope(|scope| {
+            // Page p covers (first + p·page, first + (p+1)·page]; reader w reads pages
+            // w, w + jobs, …, and the pass takes them back in order.
+            let page_size = page.max(1);
+            let pages = total.saturating_sub(first).div_ceil(page_size);
+            let receivers: Vec<_> = (0..jobs as u64)
+                .map(|w| {
+                    let (tx, rx) = std::sync::mpsc::sync_channel(PAGES_AHEAD);
+                    scope.spawn(move || {
+                        let mut conn = match reader_connection(url) {
+                            Ok(conn) => conn,
+                            Err(e) => {
+                                let _ = tx.send(Err(e));
+                                return;
+                            }
+                        };
+                        for p in (w..pages).step_by(jobs) {
+                            let after = first + p * page_size;
+                            let page = read_page(&mut conn, after, (after + page_size).min(total));
+                            // The pass stopped (a finding): nothing more to read.
+                            if tx.send(page).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    rx
+                })
+                .collect();
+            let mut page = Vec::new().into_iter();
+            let mut next_page = 0u64;
+            let entries = std::iter::from_fn(|| {
+                loop {
+                    if let Some(entry) = page.next() {
+                        return Some(entry);
+                    }
+                    if next_page >= pages {
                         return None;
                     }
+                    let from = &receivers[(next_page % jobs as u64) as usize];
+                    next_page += 1;
+                    match from.recv() {
+                        Ok(Ok(rows)) => page = rows.into_iter(),
+                        Ok(Err(e)) => return Some(Err(e)),
+                        Err(_) => {
+                            return Some(Err(StoreError::Database(
+                                diesel::result::Error::BrokenTransactionManager,
+                            )));
+                        }
+                    }
                 }
-                Err(e) => return Some(Err(StoreError::Database(e))),
-            }
+            });
+            let result = verify_checked(entries, &checkpoints, trusted_keys, start, locate, |seq| {
+                progress(seq, total)
+            });
+            drop(receivers);
+            result
+        }),
+        _ => {
+            let mut after = first;
+            let mut page = Vec::new().into_iter();
+            let mut exhausted = false;
+            let entries = std::iter::from_fn(|| {
+                loop {
+                    if let Some(checked) = page.next() {
+                        return Some(checked);
+                    }
+                    if exhausted || after >= total {
+                        return None;
+                    }
+                    let through = (after + PAGE as u64).min(total);
+                    match read_page(&mut conn.borrow_mut(), after, through) {
+                        Ok(rows) => {
+                            exhausted = rows.is_empty() && through >= total;
+                            after = through;
+                            page = rows.into_iter();
+                        }
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+            });
+            verify_checked(entries, &checkpoints, trusted_keys, start, locate, |seq| {
+                progress(seq, total)
+            })
         }
-    });
-    let result = verify(
-        entries,
-        &checkpoints,
-        trusted_keys,
-        start,
-        |hash| store::locate(&mut conn.borrow_mut(), hash).map_err(StoreError::Database),
-        |seq| progress(seq, total),
-    );
+    };
     match result {
         Ok(summary) => Ok(Ok(Report {
             summary,

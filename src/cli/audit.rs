@@ -58,6 +58,10 @@ pub struct VerifyArgs {
     /// beginning (entries before it are trusted).
     #[arg(long, value_name = "SIZE")]
     pub from_checkpoint: Option<u64>,
+    /// Database connections reading at once (default: the number of CPUs). Each
+    /// checks its entries' own hashes; one pass checks links, order and checkpoints.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: Option<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -162,8 +166,18 @@ pub fn verify(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<Verdict>
     } else {
         ProgressBar::hidden()
     };
+    let url = settings.database.url.as_ref().context("no database configured")?;
+    let jobs = args.jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        usize::from,
+    );
     let outcome = crate::audit::verification::verify_database(
         &mut conn,
+        crate::audit::verification::Readers::Parallel {
+            url: url.expose(),
+            jobs,
+            page: crate::audit::verification::PAGE_ENTRIES,
+        },
         &keys,
         external.clone(),
         args.from_checkpoint,
