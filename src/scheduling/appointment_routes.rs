@@ -157,6 +157,25 @@ fn answer(status: StatusCode, view: &appointments::AppointmentView) -> Result<An
     })
 }
 
+/// The answer to a change of an appointment: 200 with its new view, in its
+/// provider's time zone.
+fn changed(
+    state: &AppState,
+    row: &AppointmentRow,
+    provider: &providers::Provider,
+) -> Result<Answer, Failure> {
+    answer(
+        StatusCode::OK,
+        &appointments::view(
+            &state.crypto,
+            row,
+            provider.tz(),
+            true,
+            &state.settings.consult.window,
+        )?,
+    )
+}
+
 fn event(ctx: &RequestContext, caller: &Caller, action: Code, row: &AppointmentRow) -> audit::AuditEvent {
     audit::event(
         ctx,
@@ -587,16 +606,7 @@ fn apply_change(
                 DetailValue::Code(Code::parse(updated.status.clone()).unwrap_or(Code::new("unknown"))),
             ),
     )?;
-    answer(
-        StatusCode::OK,
-        &appointments::view(
-            &state.crypto,
-            &updated,
-            provider.tz(),
-            true,
-            &state.settings.consult.window,
-        )?,
-    )
+    changed(state, &updated, &provider)
 }
 
 /// POST /v1/appointments/{id}/confirm: a hold or a proposal becomes booked.
@@ -693,16 +703,7 @@ async fn on_accept(id: Uuid, request: ChangeRequest, state: AppState) -> Respons
                         DetailValue::Code(record_access(&updated)),
                     ),
             )?;
-            answer(
-                StatusCode::OK,
-                &appointments::view(
-                    &state.crypto,
-                    &updated,
-                    provider.tz(),
-                    true,
-                    &state.settings.consult.window,
-                )?,
-            )
+            changed(state, &updated, &provider)
         })
         .await
 }
@@ -798,16 +799,7 @@ async fn on_reschedule(
                 &event(&who.ctx, &who.caller, action::UPDATE, &updated)
                     .detail(Code::new("change"), DetailValue::Code(Code::new("reschedule"))),
             )?;
-            answer(
-                StatusCode::OK,
-                &appointments::view(
-                    &state.crypto,
-                    &updated,
-                    provider.tz(),
-                    true,
-                    &state.settings.consult.window,
-                )?,
-            )
+            changed(state, &updated, &provider)
         })
         .await
 }
