@@ -3,8 +3,9 @@
 //! transaction as the change, for the real-time gateway to deliver after commit.
 //! Payloads carry ids, statuses and times, never PHI.
 //!
-//! Inserting is all a writer does: a statement trigger NOTIFYs the new event id after
-//! commit, and the sequencer (`realtime::bus`) numbers events in commit order.
+//! Inserting is all a writer does (no NOTIFY: it would serialize commits cluster-wide);
+//! each instance's listener finds new rows and the sequencer (`realtime::bus`) numbers
+//! them in commit order.
 
 use diesel::pg::PgConnection;
 use diesel::prelude::*;

@@ -1,12 +1,16 @@
 //! How an instance learns that the event stream moved.
 //!
-//! Business transactions NOTIFY `carewire_events` (with an event id) as they commit;
-//! the sequencer NOTIFYs `carewire_seq` (with the last `seq`) as it numbers them.
-//! [`PgBus`] keeps one dedicated connection per instance that `LISTEN`s on both,
-//! runs the sequencer when events arrive (sequencers queue on one row, so several
-//! instances doing it is harmless), and publishes the latest `seq` it knows. If the
-//! connection is lost it reconnects with backoff and catches up: the table, not the
-//! notifications, is the source of truth, so nothing is lost while it was away.
+//! Business transactions only insert outbox rows: nothing of theirs NOTIFYs, because
+//! PostgreSQL serializes the commits of every transaction with a pending notification
+//! on one global lock. Instead [`PgBus`] keeps one dedicated connection per instance
+//! that looks for unnumbered events itself, every millisecond while events keep
+//! coming and backing off to every [`POLL_MAX`] when none do, each look a read of a
+//! partial index; when some wait it runs the sequencer (sequencers queue on one row,
+//! so several instances doing it is harmless), which NOTIFYs `carewire_seq` (the last
+//! `seq`) once per batch. The connection `LISTEN`s on that and publishes the latest
+//! `seq` it knows. If the connection is lost it reconnects with backoff and catches
+//! up: the table, not the notifications, is the source of truth, so nothing is lost
+//! while it was away.
 //!
 //! The same connection listens on `carewire_consult`, whose payload names the instance
 //! that has consultation frames waiting in `consult_relay` (see
@@ -36,9 +40,11 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
 /// How long the listener sleeps when nothing arrived. libpq hands notifications over
 /// only when asked, so the listener asks this often; it costs one non-blocking read.
 const POLL: Duration = Duration::from_millis(2);
-/// How often the sequencer runs anyway, for events whose transaction was still behind
-/// an older open one when their notification came.
-const SEQUENCE_EVERY: Duration = Duration::from_millis(250);
+/// How soon the listener looks for unnumbered events again after numbering some.
+const POLL_MIN: Duration = Duration::from_millis(1);
+/// How long it waits at most between looks when none came: the most an event waits
+/// for its number on an idle stream.
+const POLL_MAX: Duration = Duration::from_millis(16);
 /// How often the listening connection is checked with a query.
 const HEALTH_EVERY: Duration = Duration::from_secs(5);
 const BATCH: i32 = 5000;
@@ -192,19 +198,18 @@ fn sequence_all(conn: &mut PgConnection) -> QueryResult<i64> {
 fn serve(conn: &mut PgConnection, wake: &Wake, stop: &AtomicBool) -> QueryResult<()> {
     let latest = &wake.latest;
     diesel::sql_query("SET application_name = 'carewire-listener'").execute(conn)?;
-    diesel::sql_query("LISTEN carewire_events").execute(conn)?;
     diesel::sql_query("LISTEN carewire_seq").execute(conn)?;
     diesel::sql_query("LISTEN carewire_consult").execute(conn)?;
     // Whatever happened while we were away is in the tables.
     publish(latest, sequence_all(conn)?);
     wake.relay();
-    let (mut sequenced_at, mut checked_at) = (Instant::now(), Instant::now());
+    let mut checked_at = Instant::now();
+    let (mut look_at, mut interval) = (Instant::now(), POLL_MIN);
     while !stop.load(Ordering::Relaxed) {
-        let (mut new_events, mut newest, mut relayed) = (false, None::<i64>, false);
+        let (mut newest, mut relayed) = (None::<i64>, false);
         for notification in conn.notifications_iter() {
             let notification = notification?;
             match notification.channel.as_str() {
-                "carewire_events" => new_events = true,
                 "carewire_consult" => relayed |= notification.payload == wake.instance,
                 "carewire_seq" => {
                     if let Ok(seq) = notification.payload.parse::<i64>() {
@@ -214,10 +219,23 @@ fn serve(conn: &mut PgConnection, wake: &Wake, stop: &AtomicBool) -> QueryResult
                 _ => {}
             }
         }
-        if new_events || sequenced_at.elapsed() >= SEQUENCE_EVERY {
-            let last = sequence_all(conn)?;
-            newest = Some(newest.map_or(last, |n| n.max(last)));
-            sequenced_at = Instant::now();
+        if Instant::now() >= look_at {
+            let known = *latest.borrow();
+            // Events held back by an older open transaction keep `waiting` true
+            // without being numbered: that backs off too.
+            let progressed = if stream::waiting(conn)? {
+                let last = sequence_all(conn)?;
+                newest = Some(newest.map_or(last, |n| n.max(last)));
+                last > known
+            } else {
+                false
+            };
+            interval = if progressed {
+                POLL_MIN
+            } else {
+                (interval * 2).min(POLL_MAX)
+            };
+            look_at = Instant::now() + interval;
         }
         if checked_at.elapsed() >= HEALTH_EVERY {
             diesel::sql_query("SELECT 1").execute(conn)?;
@@ -228,7 +246,9 @@ fn serve(conn: &mut PgConnection, wake: &Wake, stop: &AtomicBool) -> QueryResult
         }
         match newest {
             Some(seq) => publish(latest, seq),
-            None if !relayed => std::thread::sleep(POLL),
+            None if !relayed => {
+                std::thread::sleep(POLL.min(look_at.saturating_duration_since(Instant::now())));
+            }
             None => {}
         }
     }

@@ -5,7 +5,8 @@
 //! - [`stream`]: the event stream in PostgreSQL: sequencing (commit order, gap-free
 //!   `seq`), reading after a `seq`, replay for one audience, retention.
 //! - [`bus`]: how an instance learns that the stream moved: a dedicated connection
-//!   `LISTEN`ing for NOTIFY (ids only), reconnecting with backoff. Behind a trait.
+//!   that looks for unnumbered events, runs the sequencer and `LISTEN`s for the
+//!   `seq` it announces, reconnecting with backoff. Behind a trait.
 //! - [`topics`]: what a connection may follow and what each event looks like on each
 //!   topic (pure: no PHI leaves on a public topic).
 //! - [`hub`]: this instance's connections, and the pump that routes each new event

@@ -141,6 +141,12 @@ pub fn sequence(conn: &mut PgConnection, batch: i32) -> QueryResult<i64> {
         .map(|s| s.last)
 }
 
+/// Whether events wait for a number: the sequencer's cheap check before it takes the
+/// stream's row lock (a read of the partial index on unsequenced events).
+pub fn waiting(conn: &mut PgConnection) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(events::table.filter(events::seq.is_null()))).get_result(conn)
+}
+
 /// Deletes sequenced events created before `cutoff` (oldest first, whole `seq`
 /// prefix only, so "everything after `pruned_through` is still here" stays true).
 /// Returns how many went.

@@ -1070,3 +1070,47 @@ async fn reading_notifications_about_an_appointment_is_audited_against_its_patie
         1
     );
 }
+
+/// Issue 16, item 1: business transactions put nothing on the commit path (no NOTIFY,
+/// which PostgreSQL serializes cluster-wide); watchers hear the change all the same,
+/// through the listener that looks for unnumbered events, and the sequencer announces
+/// each batch once.
+#[tokio::test]
+async fn a_booking_commits_without_notify_and_its_watchers_still_hear_it() {
+    use diesel::connection::SimpleConnection;
+    let app = TestApp::spawn().await;
+    let c = clinic(&app).await;
+    let (ada, _) = patient(&app).await;
+    let mut listener = app.db.connect();
+    listener
+        .batch_execute("LISTEN carewire_events; LISTEN carewire_seq")
+        .unwrap();
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) AS n FROM pg_trigger WHERE tgrelid = 'events'::regclass AND NOT tgisinternal"
+        ),
+        0,
+        "no trigger on the outbox"
+    );
+    let (mut watcher, _) = connect(&app, &ada, &format!("topics=provider:{}:slots", c.provider.id)).await;
+    let _ = next_json(&mut watcher).await;
+    book_ok(
+        &app,
+        &ada.tokens.access,
+        json!({ "provider_id": c.provider.id, "type_id": c.type_id, "starts_at": free_slot(&app, &c, 2).await }),
+    )
+    .await;
+    assert_eq!(
+        next_of(&mut watcher, "appointment.booked").await["event"],
+        "appointment.booked"
+    );
+    tokio::time::sleep(StdDuration::from_millis(200)).await;
+    listener.batch_execute("SELECT 1").unwrap();
+    let channels: Vec<String> = listener
+        .notifications_iter()
+        .map(|n| n.unwrap().channel)
+        .collect();
+    assert!(!channels.iter().any(|c| c == "carewire_events"), "{channels:?}");
+    assert!(channels.iter().any(|c| c == "carewire_seq"), "{channels:?}");
+}
