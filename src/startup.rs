@@ -76,9 +76,23 @@ impl Application {
     /// loads keys, seeds the demo clinic when asked, and binds the listener.
     /// `settings.database.url` must be set: `serve` resolves the embedded cluster
     /// before calling this.
-    pub async fn build(settings: Settings, options: BuildOptions) -> anyhow::Result<Application> {
+    pub async fn build(mut settings: Settings, options: BuildOptions) -> anyhow::Result<Application> {
         // Again here, not only when settings are read: `serve --demo` turns it on later.
         settings.check_demo()?;
+        // The owner's credentials are used once, to migrate, and not kept with the
+        // settings every part of the server can read.
+        let owner_url = settings
+            .database
+            .migration_url
+            .take()
+            .map(|u| u.expose().to_owned());
+        if owner_url.is_some() && settings.environment == crate::config::Environment::Production {
+            tracing::warn!(
+                "CAREWIRE_MIGRATION_DATABASE_URL is set for serve: the server process holds the owner role's \
+                 credentials; in production run `carewire migrate` as a deployment step and leave it out of \
+                 serve's environment"
+            );
+        }
         let settings = Arc::new(settings);
         let url = settings
             .database
@@ -105,11 +119,6 @@ impl Application {
             let db = db.clone();
             let startup_wait = settings.database.startup_wait;
             let url = url.expose().to_owned();
-            let owner_url = settings
-                .database
-                .migration_url
-                .as_ref()
-                .map(|u| u.expose().to_owned());
             let environment = settings.environment;
             let options = CryptoOptions {
                 max_encryptions_per_key: settings.crypto.max_encryptions_per_key,

@@ -273,6 +273,15 @@ pub fn head(conn: &mut PgConnection) -> QueryResult<Head> {
     Ok(to_head(head_row(conn)?.as_ref()))
 }
 
+/// The largest sequence number in the chain, whatever became of its event: how far
+/// verification reads (an entry whose event row is gone is still an entry to report).
+pub fn last_seq(conn: &mut PgConnection) -> QueryResult<u64> {
+    let max: Option<i64> = audit_chain::table
+        .select(diesel::dsl::max(audit_chain::seq))
+        .first(conn)?;
+    Ok(max.and_then(|m| u64::try_from(m).ok()).unwrap_or(0))
+}
+
 /// The result of one sealing pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sealed {

@@ -122,7 +122,7 @@ pub fn verify_database(
     for checkpoint in external {
         checkpoints.add(checkpoint, Origin::External);
     }
-    let total = store::head(conn)?.size;
+    let total = store::last_seq(conn)?;
     let unsealed = store::unsealed_count(conn)?;
     let start = match from {
         None => None,
@@ -142,6 +142,17 @@ pub fn verify_database(
     let first = start.map(|c| c.size).unwrap_or(0);
     let locate = |hash: &carewire_audit::Hash| {
         store::locate(&mut conn.borrow_mut(), hash).map_err(StoreError::Database)
+    };
+    // No more readers than pages (a short log opens one connection, not one per CPU).
+    let readers = match readers {
+        Readers::Parallel { url, jobs, page } => Readers::Parallel {
+            url,
+            jobs: jobs.min(
+                usize::try_from(total.saturating_sub(first).div_ceil(page.max(1))).unwrap_or(usize::MAX),
+            ),
+            page,
+        },
+        one => one,
     };
     let result = match readers {
         Readers::Parallel { url, jobs, page } if jobs > 1 => std::thread::scope(|scope| {

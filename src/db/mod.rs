@@ -29,7 +29,7 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// Advisory lock key held while migrating, so that several instances starting at once
 /// apply each migration exactly once. ("cw-migr" in ASCII.)
-const MIGRATION_LOCK: i64 = 0x63_77_2d_6d_69_67_72;
+pub(crate) const MIGRATION_LOCK: i64 = 0x63_77_2d_6d_69_67_72;
 
 pub use pool::PgConn;
 

@@ -32,15 +32,21 @@ pub struct Standing {
     /// them and disable their triggers.
     #[diesel(sql_type = Bool)]
     pub owns_audit: bool,
-    /// The role holds UPDATE, DELETE, TRUNCATE or TRIGGER on an audit table.
+    /// The role holds UPDATE (on the table or a column), DELETE, TRUNCATE or TRIGGER
+    /// on an audit table.
     #[diesel(sql_type = Bool)]
     pub may_rewrite_audit: bool,
+    /// The role could make itself the owner or run code as it: CREATEROLE (before
+    /// PostgreSQL 16 it can grant itself any role), or CREATE in the schema (a
+    /// function a later migration runs as the owner).
+    #[diesel(sql_type = Bool)]
+    pub may_escalate: bool,
 }
 
 impl Standing {
     /// Whether this role could change or remove audit history.
     pub fn can_rewrite_audit(&self) -> bool {
-        self.superuser || self.owns_audit || self.may_rewrite_audit
+        self.superuser || self.owns_audit || self.may_rewrite_audit || self.may_escalate
     }
 
     /// Why the role is too strong, for the refusal or the warning.
@@ -49,8 +55,10 @@ impl Standing {
             "is a superuser"
         } else if self.owns_audit {
             "owns the audit tables (it could disable their append-only triggers)"
-        } else {
+        } else if self.may_rewrite_audit {
             "may update, delete or truncate audit rows"
+        } else {
+            "could make itself the owner (CREATEROLE, or CREATE in the schema)"
         }
     }
 }
@@ -61,9 +69,11 @@ pub fn standing(conn: &mut PgConnection) -> QueryResult<Standing> {
     diesel::sql_query(format!(
         "SELECT current_user::text AS role, \
                 (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser, \
-                bool_or(pg_has_role(current_user, c.relowner, 'USAGE')) AS owns_audit, \
-                bool_or(has_table_privilege(current_user, c.oid, 'UPDATE, DELETE, TRUNCATE, TRIGGER')) \
-                    AS may_rewrite_audit \
+                bool_or(pg_has_role(current_user, c.relowner, 'MEMBER')) AS owns_audit, \
+                bool_or(has_table_privilege(current_user, c.oid, 'UPDATE, DELETE, TRUNCATE, TRIGGER') \
+                        OR has_any_column_privilege(current_user, c.oid, 'UPDATE')) AS may_rewrite_audit, \
+                (SELECT rolcreaterole FROM pg_roles WHERE rolname = current_user) \
+                    OR has_schema_privilege(current_user, 'public', 'CREATE') AS may_escalate \
          FROM pg_class c WHERE c.oid IN ({tables})"
     ))
     .get_result(conn)
@@ -89,6 +99,9 @@ pub fn grant_runtime(owner: &mut PgConnection, role: &str) -> QueryResult<()> {
     let role = quote_ident(role);
     let audit = AUDIT_TABLES.join(", ");
     owner.transaction(|owner| {
+        // Instances starting together would otherwise change the same ACLs at once
+        // ("tuple concurrently updated"): one at a time, under the migration lock.
+        diesel::sql_query(format!("SELECT pg_advisory_xact_lock({})", super::MIGRATION_LOCK)).execute(owner)?;
         // CONNECT comes from PUBLIC, as PostgreSQL grants it by default. Creating in
         // the schema is PostgreSQL 15's default too; older servers let everyone, so
         // the schema's owner takes it back.

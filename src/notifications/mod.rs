@@ -8,8 +8,10 @@
 //!
 //! Payloads carry ids, times and codes, never PHI: a reminder names the appointment,
 //! not the patient or the reason for visit. But an appointment's time and provider
-//! are about its patient, so showing or marking such notifications is audited against
-//! that patient in the same transaction ([`disclose`]), over REST and the WebSocket.
+//! are about its patient, so listing such notifications (over REST, and the unread
+//! batch a new WebSocket gets) and marking them read (either way) are audited against
+//! that patient in the same transaction ([`disclose`]); a reminder pushed live is
+//! audited by the dispatcher that sends it.
 
 pub mod channels;
 pub mod routes;

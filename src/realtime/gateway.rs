@@ -345,7 +345,7 @@ async fn run(
         if let Err(ending) = replay(socket, state, &identity, topics, from, cursor).await {
             return ending;
         }
-    } else if let Err(ending) = unread(socket, state, identity.account_id).await {
+    } else if let Err(ending) = unread(socket, state, ctx, &identity).await {
         return ending;
     }
 
@@ -477,10 +477,23 @@ async fn replay(
 
 /// On a fresh connection: the unread notifications (dedupe by id with any that also
 /// arrive as events).
-async fn unread(socket: &mut Socket, state: &RealtimeState, account_id: uuid::Uuid) -> Result<(), Ending> {
+async fn unread(
+    socket: &mut Socket,
+    state: &RealtimeState,
+    ctx: &RequestContext,
+    identity: &Identity,
+) -> Result<(), Ending> {
+    let (ctx, caller) = (ctx.clone(), identity.caller());
     let items = state
         .db
-        .run(move |conn| Ok(crate::notifications::list(conn, account_id, true, None, 50)?))
+        .run(move |conn| {
+            // Shown, so audited like the REST list (notifications::disclose).
+            diesel::Connection::transaction(conn, |conn| {
+                let items = crate::notifications::list(conn, caller.account_id, true, None, 50)?;
+                crate::notifications::disclose(conn, &ctx, &caller, audit::action::READ, &items)?;
+                Ok::<_, crate::error::Error>(items)
+            })
+        })
         .await
         .map_err(|_| {
             Ending::Close(Closing {

@@ -163,6 +163,7 @@ pub fn route(event: &StreamEvent) -> Vec<(Key, Topic, View)> {
         | kind::APPOINTMENT_RESCHEDULED
         | kind::APPOINTMENT_CANCELLED
         | kind::APPOINTMENT_STATUS_CHANGED
+        | kind::APPOINTMENT_ACCEPTED
         | kind::SLOT_HELD
         | kind::SLOT_RELEASED => {
             if let Some(patient) = event.patient_id {
@@ -275,6 +276,19 @@ mod tests {
                              "starts_at": "2026-01-01T10:00:00Z", "ends_at": "2026-01-01T10:30:00Z", "status": "booked" }),
             created_at: chrono::Utc::now(),
         }
+    }
+
+    #[test]
+    fn an_accepted_booking_reaches_its_patient_and_provider_but_not_the_public_slots() {
+        let routed = route(&event(kind::APPOINTMENT_ACCEPTED));
+        let keys: Vec<(Key, Topic)> = routed.iter().map(|(k, t, _)| (*k, *t)).collect();
+        assert_eq!(
+            keys,
+            vec![
+                (Key::Patient(Uuid::from_u128(2)), Topic::Appointments),
+                (Key::Account(Uuid::from_u128(1)), Topic::Appointments),
+            ]
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use uuid::Uuid;
 
+use super::appointments_link::Counting;
 use super::break_glass;
 use super::patients::PatientRow;
 use crate::audit::{Code, purpose};
@@ -123,9 +124,10 @@ pub fn decide(role: Role, relationship: Relationship, operation: Operation) -> R
     }
 }
 
-/// Whether the provider has a care relationship with the patient `patient_id` at
-/// `now` (false for no such patient).
-pub fn care_relationship_with(
+/// Whether a booking the provider makes now for `patient_id` opens the record: a
+/// care relationship not made of the provider's own unaccepted bookings (false for
+/// no such patient).
+pub fn relationship_for_booking(
     conn: &mut PgConnection,
     provider_id: Uuid,
     patient_id: Uuid,
@@ -133,7 +135,9 @@ pub fn care_relationship_with(
     now: DateTime<Utc>,
 ) -> QueryResult<bool> {
     match super::patients::load(conn, patient_id)? {
-        Some(patient) => care_relationship(conn, provider_id, &patient, window, now),
+        Some(patient) => {
+            relationship_counting(conn, provider_id, &patient, window, now, Counting::NotSelfMade)
+        }
         None => Ok(false),
     }
 }
@@ -146,11 +150,22 @@ pub fn care_relationship(
     window: Duration,
     now: DateTime<Utc>,
 ) -> QueryResult<bool> {
+    relationship_counting(conn, provider_id, patient, window, now, Counting::Opening)
+}
+
+fn relationship_counting(
+    conn: &mut PgConnection,
+    provider_id: Uuid,
+    patient: &PatientRow,
+    window: Duration,
+    now: DateTime<Utc>,
+    counting: Counting,
+) -> QueryResult<bool> {
     let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::days(90));
     if patient.created_by == provider_id && patient.created_at > now - window {
         return Ok(true);
     }
-    super::appointments_link::has_appointment_within(conn, provider_id, patient.id, window, now)
+    super::appointments_link::has_appointment_within(conn, provider_id, patient.id, window, now, counting)
 }
 
 #[cfg(test)]

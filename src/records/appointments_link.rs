@@ -10,6 +10,17 @@ use uuid::Uuid;
 
 use crate::schema::appointments;
 
+/// Which appointments count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counting {
+    /// Every appointment that opens the record.
+    Opening,
+    /// Only those someone other than the provider booked, or the patient accepted:
+    /// what a provider's new booking may build on, so that bookings a provider made
+    /// themselves cannot keep a record open one after another, unasked.
+    NotSelfMade,
+}
+
 /// Whether the provider has an appointment with the patient within `window` of `now`.
 pub fn has_appointment_within(
     conn: &mut PgConnection,
@@ -17,9 +28,18 @@ pub fn has_appointment_within(
     patient_id: Uuid,
     window: chrono::Duration,
     now: DateTime<Utc>,
+    counting: Counting,
 ) -> QueryResult<bool> {
+    let mut query = appointments::table.into_boxed();
+    if counting == Counting::NotSelfMade {
+        query = query.filter(
+            appointments::booked_by
+                .ne(provider_id)
+                .or(appointments::record_accepted_at.is_not_null()),
+        );
+    }
     diesel::select(diesel::dsl::exists(
-        appointments::table
+        query
             .filter(appointments::provider_id.eq(provider_id))
             .filter(appointments::patient_id.eq(patient_id))
             .filter(appointments::status.eq_any(["pending", "booked", "arrived", "fulfilled"]))

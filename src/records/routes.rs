@@ -188,9 +188,9 @@ struct Match {
 /// GET /v1/patients?email=…|mrn=…|phone=…&purpose=…: exact match through the blind
 /// indexes (providers and admins). Each patient found, or the empty result, is audited
 /// as a read with the field searched by and the purpose of use the caller states
-/// (`treatment`, `operations` such as scheduling, or `emergency`; by default
-/// treatment for providers, operations for admins).
-#[utoipa::path(get, path = "/v1/patients", tag = "patients", params(("email" = Option<String>, Query), ("mrn" = Option<String>, Query), ("phone" = Option<String>, Query), ("purpose" = Option<String>, Query, description = "Why: treatment, operations or emergency")), responses((status = 200, description = "Exact matches", body = crate::http::openapi::Items<Match>), problems::Unauthorized, problems::Forbidden, problems::Invalid), security(("bearer" = [])))]
+/// (providers: `treatment`, the default, or `operations` such as scheduling; admins:
+/// `operations` only).
+#[utoipa::path(get, path = "/v1/patients", tag = "patients", params(("email" = Option<String>, Query), ("mrn" = Option<String>, Query), ("phone" = Option<String>, Query), ("purpose" = Option<String>, Query, description = "Why: treatment or operations (providers), operations (admins)")), responses((status = 200, description = "Exact matches", body = crate::http::openapi::Items<Match>), problems::Unauthorized, problems::Forbidden, problems::Invalid), security(("bearer" = [])))]
 pub(crate) fn search(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "patients")
         .and(warp::get())
@@ -210,16 +210,23 @@ async fn on_search(
     state: AppState,
 ) -> Result<Response, Error> {
     let q = Query::parse(&raw, &["email", "mrn", "phone", "purpose"])?;
-    let stated = q.parsed(
-        "purpose",
-        "must be treatment, operations or emergency",
-        |v| match v {
-            "treatment" => Some(purpose::TREATMENT),
-            "operations" => Some(purpose::OPERATIONS),
-            "emergency" => Some(purpose::EMERGENCY),
-            _ => None,
-        },
-    )?;
+    // What each role may state: an admin's lookups are operations; a provider's are
+    // treatment or operations (scheduling). An emergency goes through break-glass,
+    // which names one patient and is reviewed, not through a lookup.
+    let stated = match caller.role {
+        Role::Admin => q.parsed("purpose", "must be operations for an admin", |v| {
+            (v == "operations").then_some(purpose::OPERATIONS)
+        })?,
+        _ => q.parsed(
+            "purpose",
+            "must be treatment or operations (for an emergency, use break-glass)",
+            |v| match v {
+                "treatment" => Some(purpose::TREATMENT),
+                "operations" => Some(purpose::OPERATIONS),
+                _ => None,
+            },
+        )?,
+    };
     let by = Code::new(match (q.str("email"), q.str("mrn")) {
         (Some(_), _) => "email",
         (None, Some(_)) => "mrn",

@@ -271,7 +271,7 @@ async fn on_create(
             .map_err(|refusal| Failure::Error(refusal.error()))?;
         }
         let had_relationship = caller.role == Role::Provider
-            && crate::records::access::care_relationship_with(
+            && crate::records::access::relationship_for_booking(
                 conn,
                 caller.account_id,
                 patient_id,

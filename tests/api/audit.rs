@@ -1074,3 +1074,16 @@ mod binary {
         );
     }
 }
+
+#[tokio::test]
+async fn the_last_entrys_event_deleted_is_deleted_at_that_entry() {
+    // Verification reads as far as the chain goes, not as far as entries still have
+    // their events: the one left without its event is the finding.
+    let app = sealed_log(6).await;
+    tamper(
+        &app,
+        "DELETE FROM audit_events WHERE id = (SELECT event_id FROM audit_chain ORDER BY seq DESC LIMIT 1)",
+    );
+    let last = count(&mut app.db.connect(), "SELECT max(seq) AS n FROM audit_chain") as u64;
+    assert_eq!(finding(&app), (last, Tamper::Deleted));
+}

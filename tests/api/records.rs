@@ -312,6 +312,42 @@ async fn a_booking_a_provider_makes_without_a_relationship_opens_the_record_only
     assert_eq!(problem(res).await["code"], "invalid_transition");
     refused(app.get_as(&format!("/v1/patients/{third_id}"), provider).await).await;
 
+    // Bookings a provider made themselves do not carry the record forward: once the
+    // registration that opened it is out of the window, the provider's own booking
+    // still opens it for its visit, but a new booking built on that one does not.
+    let (status, registered) = {
+        let res = app
+            .post_as("/v1/patients", provider, &booking::patient_body("Registered"))
+            .await;
+        (res.status(), res.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, StatusCode::CREATED);
+    let registered_id = registered["id"].as_str().unwrap().to_owned();
+    let book_registered = |days: i64| {
+        let (app, c, id) = (&app, &c, registered_id.clone());
+        async move {
+            booking::book_ok(
+                app,
+                &c.provider.tokens.access,
+                json!({ "provider_id": c.provider.id, "type_id": c.type_id, "patient_id": id, "starts_at": booking::free_slot(app, c, days).await }),
+            )
+            .await
+        }
+    };
+    assert_eq!(book_registered(5).await["opens_record"], true);
+    diesel::sql_query(format!(
+        "UPDATE patients SET created_at = now() - interval '400 days' WHERE id = '{registered_id}'"
+    ))
+    .execute(&mut app.db.connect())
+    .unwrap();
+    assert_eq!(
+        app.get_as(&format!("/v1/patients/{registered_id}"), provider)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(book_registered(6).await["opens_record"], false);
+
     // The log says which booking opened what, and who accepted.
     let events = audit_actions(&app, &c.admin.tokens.access, &patient_id).await;
     let access = |e: &&Value| e["details"]["record_access"]["code"].as_str().map(str::to_owned);

@@ -202,7 +202,7 @@ export async function renderPatientHome(main, ctx) {
       actions.append(h("p", { class: "hint" }, "Your provider booked this for you. Accept it to let them see your record and notes."));
       action("Accept and share my record", (e) => busy(e.currentTarget, async () => {
         await request("POST", `/v1/appointments/${a.id}/accept`, { etag: `"${latest().version}"`, key: newKey() });
-        announce("Accepted: your provider can see your record for this visit.");
+        announce("Accepted: your provider can now see your record and notes around this visit.");
         await loadAppointments();
       }));
     }

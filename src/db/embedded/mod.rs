@@ -257,6 +257,24 @@ impl EmbeddedCluster {
         ))
         .execute(&mut conn)
         .map_err(|e| EmbeddedError::Connect(e.to_string()))?;
+        // A cluster made before the runtime role existed: give the role its rights on
+        // the schema now, so that commands that do not migrate (`audit verify`) work
+        // as it from the first start.
+        let mut db = PgConnection::establish(&self.database_url(dbname))
+            .map_err(|e| EmbeddedError::Connect(e.to_string()))?;
+        #[derive(QueryableByName)]
+        struct Migrated {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            migrated: bool,
+        }
+        let migrated = diesel::sql_query("SELECT to_regclass('audit_events') IS NOT NULL AS migrated")
+            .get_result::<Migrated>(&mut db)
+            .map_err(|e| EmbeddedError::Connect(e.to_string()))?
+            .migrated;
+        if migrated {
+            super::roles::grant_runtime(&mut db, RUNTIME_ROLE)
+                .map_err(|e| EmbeddedError::Connect(e.to_string()))?;
+        }
         Ok(())
     }
 
