@@ -50,6 +50,11 @@ fn read_page(
         .collect())
 }
 
+/// A page's entries one by one, or the error that kept it from being read.
+fn flatten(page: Result<Vec<Result<Checked, StoreError>>, StoreError>) -> Vec<Result<Checked, StoreError>> {
+    page.unwrap_or_else(|e| vec![Err(e)])
+}
+
 /// A connection for one reader, planned as verification wants it.
 fn reader_connection(url: &str) -> Result<PgConnection, StoreError> {
     let mut conn = PgConnection::establish(url).map_err(|e| {
@@ -143,23 +148,19 @@ pub fn verify_database(
     let locate = |hash: &carewire_audit::Hash| {
         store::locate(&mut conn.borrow_mut(), hash).map_err(StoreError::Database)
     };
-    // No more readers than pages (a short log opens one connection, not one per CPU).
-    let readers = match readers {
-        Readers::Parallel { url, jobs, page } => Readers::Parallel {
-            url,
-            jobs: jobs.min(
-                usize::try_from(total.saturating_sub(first).div_ceil(page.max(1))).unwrap_or(usize::MAX),
-            ),
-            page,
-        },
-        one => one,
+    // Page p covers (first + p·size, first + (p+1)·size]; pages are read on their own
+    // connections when there are readers and pages enough (a short log opens one
+    // connection, not one per CPU), else on the caller's, in order.
+    let (size, jobs, url) = match readers {
+        Readers::Parallel { url, jobs, page } => (page.max(1), jobs, Some(url)),
+        Readers::One => (PAGE_ENTRIES, 1, None),
     };
-    let result = match readers {
-        Readers::Parallel { url, jobs, page } if jobs > 1 => std::thread::scope(|scope| {
-            // Page p covers (first + p·page, first + (p+1)·page]; reader w reads pages
-            // w, w + jobs, …, and the pass takes them back in order.
-            let page_size = page.max(1);
-            let pages = total.saturating_sub(first).div_ceil(page_size);
+    let pages = total.saturating_sub(first).div_ceil(size);
+    let bounds = |p: u64| (first + p * size, (first + (p + 1) * size).min(total));
+    let jobs = jobs.min(usize::try_from(pages).unwrap_or(usize::MAX));
+    let result = match url {
+        Some(url) if jobs > 1 => std::thread::scope(|scope| {
+            // Reader w reads pages w, w + jobs, …; the pass takes them back in order.
             let receivers: Vec<_> = (0..jobs as u64)
                 .map(|w| {
                     let (tx, rx) = std::sync::mpsc::sync_channel(PAGES_AHEAD);
@@ -172,10 +173,9 @@ pub fn verify_database(
                             }
                         };
                         for p in (w..pages).step_by(jobs) {
-                            let after = first + p * page_size;
-                            let page = read_page(&mut conn, after, (after + page_size).min(total));
+                            let (after, through) = bounds(p);
                             // The pass stopped (a finding): nothing more to read.
-                            if tx.send(page).is_err() {
+                            if tx.send(read_page(&mut conn, after, through)).is_err() {
                                 return;
                             }
                         }
@@ -183,28 +183,16 @@ pub fn verify_database(
                     rx
                 })
                 .collect();
-            let mut page = Vec::new().into_iter();
-            let mut next_page = 0u64;
-            let entries = std::iter::from_fn(|| {
-                loop {
-                    if let Some(entry) = page.next() {
-                        return Some(entry);
-                    }
-                    if next_page >= pages {
-                        return None;
-                    }
-                    let from = &receivers[(next_page % jobs as u64) as usize];
-                    next_page += 1;
-                    match from.recv() {
-                        Ok(Ok(rows)) => page = rows.into_iter(),
-                        Ok(Err(e)) => return Some(Err(e)),
-                        Err(_) => {
-                            return Some(Err(StoreError::Database(
-                                diesel::result::Error::BrokenTransactionManager,
-                            )));
-                        }
-                    }
-                }
+            let entries = (0..pages).flat_map(|p| {
+                let page = match receivers[(p % jobs as u64) as usize].recv() {
+                    Ok(page) => page,
+                    // Only a reader that panicked hangs up early (the scope then
+                    // panics too, once verification stops).
+                    Err(_) => Err(StoreError::Database(
+                        diesel::result::Error::BrokenTransactionManager,
+                    )),
+                };
+                flatten(page)
             });
             let result = verify_checked(entries, &checkpoints, trusted_keys, start, locate, |seq| {
                 progress(seq, total)
@@ -213,27 +201,9 @@ pub fn verify_database(
             result
         }),
         _ => {
-            let mut after = first;
-            let mut page = Vec::new().into_iter();
-            let mut exhausted = false;
-            let entries = std::iter::from_fn(|| {
-                loop {
-                    if let Some(checked) = page.next() {
-                        return Some(checked);
-                    }
-                    if exhausted || after >= total {
-                        return None;
-                    }
-                    let through = (after + PAGE as u64).min(total);
-                    match read_page(&mut conn.borrow_mut(), after, through) {
-                        Ok(rows) => {
-                            exhausted = rows.is_empty() && through >= total;
-                            after = through;
-                            page = rows.into_iter();
-                        }
-                        Err(e) => return Some(Err(e)),
-                    }
-                }
+            let entries = (0..pages).flat_map(|p| {
+                let (after, through) = bounds(p);
+                flatten(read_page(&mut conn.borrow_mut(), after, through))
             });
             verify_checked(entries, &checkpoints, trusted_keys, start, locate, |seq| {
                 progress(seq, total)

@@ -397,24 +397,26 @@ pub fn upcoming_for_update(
         .for_no_key_update()
         .first::<Uuid>(conn)
         .optional()?;
-    let live = appointments::status.eq("booked").or(appointments::status
-        .eq("pending")
-        .and(appointments::hold_expires_at.gt(now)));
-    let mine = appointments::table
-        .filter(appointments::patient_id.eq(patient_id))
-        .filter(appointments::starts_at.gt(now))
-        .filter(live);
-    let appointments_ahead = mine.count().get_result(conn)?;
-    let holds = appointments::table
-        .filter(appointments::patient_id.eq(patient_id))
-        .filter(appointments::starts_at.gt(now))
-        .filter(appointments::status.eq("pending"))
-        .filter(appointments::hold_expires_at.gt(now))
-        .count()
-        .get_result(conn)?;
+    // One read for both counts: this is on every booking a patient makes.
+    #[derive(QueryableByName)]
+    struct Counts {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        holds: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        appointments: i64,
+    }
+    let counts = diesel::sql_query(
+        "SELECT count(*) FILTER (WHERE status = 'pending' AND hold_expires_at > $2) AS holds, \
+                count(*) FILTER (WHERE status = 'booked' OR (status = 'pending' AND hold_expires_at > $2)) \
+                    AS appointments \
+         FROM appointments WHERE patient_id = $1 AND starts_at > $2",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(patient_id)
+    .bind::<diesel::sql_types::Timestamptz, _>(now)
+    .get_result::<Counts>(conn)?;
     Ok(super::rules::Upcoming {
-        holds,
-        appointments: appointments_ahead,
+        holds: counts.holds,
+        appointments: counts.appointments,
     })
 }
 
